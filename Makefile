@@ -1,0 +1,26 @@
+# s3slower — run `make run` to trace, `make test` to test (as root, Debian/Ubuntu).
+VENV := .venv
+S3SLOWER := $(VENV)/bin/s3slower
+ARGS ?=
+
+.PHONY: dev run test test-unit bench clean
+
+dev:
+	@packaging/setup-host.sh
+
+run: dev
+	$(S3SLOWER) run $(ARGS)
+
+test:
+	@packaging/setup-host.sh --test
+	@tests/setup-test-tools.sh
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+test-unit:
+	$(VENV)/bin/python -m pytest -q -m "not e2e" $(ARGS)
+
+bench: dev
+	$(VENV)/bin/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

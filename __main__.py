@@ -1,0 +1,3 @@
+from s3slower.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The unprivileged half: decode ▸ streams ▸ http1 ▸ s3 ▸ correlate ▸ outputs."""

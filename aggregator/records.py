@@ -1,0 +1,75 @@
+"""The S3 request record: what every output (json, table, log, metrics) shows.
+
+SPEC §6 names the JSON keys; `to_json_dict` is the single place that spells them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    start_wall_ns: int          # request start (SPEC §5), wall clock ns
+    hostname: str
+    pid: int
+    tid: int
+    comm: str
+    method: str
+    operation: str              # AWS API name or "Unknown"
+    bucket: str
+    key: str
+    endpoint: str               # host[:port] the client addressed
+    path: str                   # request target with query values redacted
+    status_code: int            # 0 when no response was seen
+    error_code: str             # S3 XML <Code>, "" when none captured
+    request_size: int           # body bytes sent (decoded for aws-chunked)
+    response_size: int          # body bytes received
+    ttfb_ns: int                # first byte of the final response - start
+    latency_ns: int             # last byte of the response - start
+    tls: str                    # openssl|gnutls|nss|go|s2n|none
+    complete: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400 or not self.complete
+
+    @property
+    def latency_ms(self) -> float:
+        return self.latency_ns / 1e6
+
+    @property
+    def ttfb_ms(self) -> float:
+        return self.ttfb_ns / 1e6
+
+    def to_json_dict(self) -> dict:
+        return {
+            "timestamp": rfc3339(self.start_wall_ns),
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "tid": self.tid,
+            "comm": self.comm,
+            "method": self.method,
+            "operation": self.operation,
+            "bucket": self.bucket,
+            "key": self.key,
+            "endpoint": self.endpoint,
+            "path": self.path,
+            "status_code": self.status_code,
+            "is_error": self.is_error,
+            "error_code": self.error_code,
+            "request_size": self.request_size,
+            "response_size": self.response_size,
+            "ttfb_ms": round(self.ttfb_ms, 3),
+            "latency_ms": round(self.latency_ms, 3),
+            "tls": self.tls,
+            "complete": self.complete,
+            "labels": dict(self.labels),
+        }
+
+
+def rfc3339(wall_ns: int) -> str:
+    t = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=_dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{wall_ns % 1_000_000_000 // 1000:06d}Z"

@@ -1,0 +1,525 @@
+/* s3slower kernel program (BCC).
+ *
+ * Invariants:
+ *  - Only connections this program saw connect() (AF_INET/AF_INET6) are
+ *    tracked; everything else costs one hash lookup per syscall and returns.
+ *  - A tracked connection's raw bytes are classified once, on its first
+ *    egress call: HTTP is followed, TLS records and anything else are muted.
+ *    TLS plaintext (uprobes) is classified the same way, separately.
+ *  - A TLS call learns its socket from the read/write syscall nested inside
+ *    it, or from the last socket seen for the same SSL object.
+ *  - Every map is bounded (LRU or per-thread) and every dropped record is
+ *    counted in `lost` by slot.
+ *
+ * Compile-time knobs (-D): TRACE_ALL, SELF_PID, RINGBUF_PAGES, MAX_CONNS.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/socket.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/uio.h>
+#include "s3slower.h"
+
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 2048      /* 8 MiB: ~2 s of a 1 GB/s header stream */
+#endif
+#ifndef MAX_CONNS
+#define MAX_CONNS 65536         /* tracked sockets, LRU-evicted beyond */
+#endif
+#define MAX_THREADS 16384       /* threads inside one traced call at once */
+#define MAX_IOVECS 4            /* iovecs captured per call; rest counted */
+
+#define EINPROGRESS 115
+
+/* slots of the `lost` counter array; mirrored in common/events.py */
+#define LOST_RINGBUF 0          /* ring buffer full: record dropped */
+#define LOST_TLS_NOFD 1         /* TLS plaintext with no known socket */
+#define LOST_SLOTS 4
+
+enum conn_state { ST_UNKNOWN = 0, ST_HTTP = 1, ST_TLS = 2, ST_OTHER = 3 };
+
+struct record {
+    struct s3s_event h;
+    /* twice the capture so a masked length is provably in bounds */
+    u8 data[2 * S3S_MAX_CAPTURE];
+};
+
+/* Clamp a length for the verifier: the compiler may otherwise fold the
+ * comparison away and leave the helper's size argument unbounded. */
+static __always_inline u32 bounded(u32 n, u32 max)
+{
+    if (n > max)
+        n = max;
+    asm volatile("%0 &= 0x1fff" : "+r"(n));
+    return n;
+}
+
+struct conn_t {
+    u64 id;
+    u8 raw;     /* enum conn_state of the bytes on the wire */
+    u8 plain;   /* enum conn_state of TLS plaintext */
+};
+
+struct io_args_t {
+    u64 start_ns;
+    u64 buf;        /* buffer, iovec array or msghdr */
+    u32 fd;
+    u32 vlen;
+    u8 dir;
+    u8 shape;       /* SHAPE_* */
+};
+#define SHAPE_BUF 0
+#define SHAPE_IOVEC 1
+#define SHAPE_MSGHDR 2
+
+struct connect_args_t {
+    u64 addr;
+    u32 fd;
+};
+
+struct tls_args_t {
+    u64 start_ns;
+    u64 buf;
+    u64 ssl;
+    u64 outlen;     /* size_t * of the _ex variants, else 0 */
+    s32 fd;
+    u8 fn;
+    u8 dir;
+    u8 source;
+};
+
+struct ssl_key_t {
+    u64 ssl;
+    u32 pid;
+    u32 pad;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(scratch, struct record, 1);
+BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
+BPF_HASH(traced_pids, u32, u8, 65536);
+BPF_TABLE("lru_hash", u32, u8, seen_pids, 65536);
+BPF_TABLE("lru_hash", u64, struct conn_t, conns, MAX_CONNS);
+BPF_HASH(active_io, u32, struct io_args_t, MAX_THREADS);
+BPF_HASH(active_connect, u32, struct connect_args_t, MAX_THREADS);
+BPF_HASH(active_tls, u32, struct tls_args_t, MAX_THREADS);
+BPF_TABLE("lru_hash", struct ssl_key_t, s32, ssl_fds, MAX_CONNS);
+
+static __always_inline void count_lost(u32 slot)
+{
+    u64 *v = lost.lookup(&slot);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline int pid_traced(u32 tgid)
+{
+#ifdef SELF_PID
+    if (tgid == SELF_PID)
+        return 0;
+#endif
+#ifdef TRACE_ALL
+    return 1;
+#else
+    return traced_pids.lookup(&tgid) != 0;
+#endif
+}
+
+static __always_inline u64 conn_key(u32 tgid, u32 fd)
+{
+    return ((u64)tgid << 32) | fd;
+}
+
+/* First bytes of a connection: an HTTP/1.x request, a TLS record, or other. */
+static __always_inline u8 classify(const u8 *d, u32 cap)
+{
+    if (cap < 4)
+        return ST_OTHER;
+    if (d[0] == 0x16 && d[1] == 0x03)
+        return ST_TLS;
+    u32 w = d[0] | (d[1] << 8) | (d[2] << 16) | ((u32)d[3] << 24);
+    switch (w) {
+    case 0x20544547: /* "GET " */
+    case 0x20545550: /* "PUT " */
+    case 0x54534f50: /* "POST" */
+    case 0x44414548: /* "HEAD" */
+    case 0x454c4544: /* "DELE" */
+    case 0x4954504f: /* "OPTI" */
+    case 0x43544150: /* "PATC" */
+        return ST_HTTP;
+    }
+    return ST_OTHER;
+}
+
+/* Copy one buffer into a record and submit it.  `state` is the connection's
+ * raw or plain classification, updated on the first egress bytes. */
+static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
+                                      u64 end, u32 fd, u8 dir, u8 source,
+                                      const void *buf, u32 len)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    u32 cap = bounded(len, S3S_MAX_CAPTURE);
+    if (!buf)
+        cap = 0;
+    if (cap > 0 && bpf_probe_read_user(r->data, cap, buf) != 0)
+        cap = 0;
+    if (*state == ST_UNKNOWN) {
+        if (dir != S3S_EGRESS)
+            return;
+        *state = classify(r->data, cap);
+    }
+    if (*state != ST_HTTP)
+        return;
+
+    u64 pt = bpf_get_current_pid_tgid();
+    r->h.start_ns = start;
+    r->h.end_ns = end;
+    r->h.conn_id = c->id;
+    r->h.pid = pt >> 32;
+    r->h.tid = (u32)pt;
+    r->h.fd = fd;
+    r->h.len = len;
+    r->h.cap_len = cap;
+    r->h.kind = S3S_EV_DATA;
+    r->h.dir = dir;
+    r->h.source = source;
+    r->h.tail_len = 0;
+    if (buf && len > cap && len >= S3S_TAIL_LEN) {
+        if (bpf_probe_read_user(r->h.tail, S3S_TAIL_LEN,
+                                (const u8 *)buf + len - S3S_TAIL_LEN) == 0)
+            r->h.tail_len = S3S_TAIL_LEN;
+    }
+    bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
+    if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, S3S_MAX_CAPTURE), 0) != 0)
+        count_lost(LOST_RINGBUF);
+}
+
+static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
+                                        const void *kdata, u32 klen)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    u64 pt = bpf_get_current_pid_tgid();
+    u64 now = bpf_ktime_get_ns();
+    __builtin_memset(&r->h, 0, sizeof(r->h));
+    r->h.start_ns = now;
+    r->h.end_ns = now;
+    r->h.conn_id = conn_id;
+    r->h.pid = pt >> 32;
+    r->h.tid = (u32)pt;
+    r->h.fd = fd;
+    r->h.kind = kind;
+    bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
+    u32 cap = bounded(klen, 256);
+    if (kdata && cap > 0 && bpf_probe_read_user(r->data, cap, kdata) != 0)
+        cap = 0;
+    r->h.cap_len = cap;
+    r->h.len = cap;
+    if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, 256), 0) != 0)
+        count_lost(LOST_RINGBUF);
+}
+
+/* ---- read/write family ------------------------------------------------ */
+
+static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    u64 key = conn_key(tgid, fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    struct tls_args_t *t = active_tls.lookup(&tid);
+    if (t) {
+        /* ciphertext of a TLS call: name its socket, never emit it */
+        if (t->fd < 0)
+            t->fd = fd;
+        c->raw = ST_TLS;
+        return 0;
+    }
+    if (c->raw == ST_TLS || c->raw == ST_OTHER)
+        return 0;
+    struct io_args_t a = {};
+    a.start_ns = bpf_ktime_get_ns();
+    a.buf = buf;
+    a.fd = fd;
+    a.vlen = vlen;
+    a.dir = dir;
+    a.shape = shape;
+    active_io.update(&tid, &a);
+    return 0;
+}
+
+static __always_inline void emit_iovecs(struct conn_t *c, struct io_args_t *a,
+                                        u64 end, const struct iovec *vec,
+                                        u32 vlen, u32 remaining)
+{
+#pragma unroll
+    for (int i = 0; i < MAX_IOVECS; i++) {
+        if (i >= vlen || remaining == 0)
+            break;
+        struct iovec iov = {};
+        if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i]) != 0)
+            break;
+        u32 n = iov.iov_len < remaining ? iov.iov_len : remaining;
+        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+                  iov.iov_base, n);
+        remaining -= n;
+    }
+    if (remaining > 0)  /* bytes we cannot show are still counted */
+        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+                  0, remaining);
+}
+
+static __always_inline int io_exit(long ret)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    struct io_args_t *ap = active_io.lookup(&tid);
+    if (!ap)
+        return 0;
+    struct io_args_t a = *ap;
+    active_io.delete(&tid);
+    if (ret <= 0)
+        return 0;
+    u64 key = conn_key(tgid, a.fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u64 end = bpf_ktime_get_ns();
+    if (a.shape == SHAPE_BUF) {
+        emit_data(c, &c->raw, a.start_ns, end, a.fd, a.dir, S3S_SRC_SYSCALL,
+                  (const void *)a.buf, (u32)ret);
+    } else if (a.shape == SHAPE_IOVEC) {
+        emit_iovecs(c, &a, end, (const struct iovec *)a.buf, a.vlen, (u32)ret);
+    } else {
+        struct user_msghdr m = {};
+        if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.buf) != 0)
+            return 0;
+        emit_iovecs(c, &a, end, m.msg_iov, (u32)m.msg_iovlen, (u32)ret);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write) {
+    return io_enter(args->fd, (u64)args->buf, 0, S3S_EGRESS, SHAPE_BUF);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
+    return io_enter(args->fd, (u64)args->vec, args->vlen, S3S_EGRESS, SHAPE_IOVEC);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
+    return io_enter(args->fd, (u64)args->buff, 0, S3S_EGRESS, SHAPE_BUF);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
+    return io_enter(args->fd, (u64)args->msg, 0, S3S_EGRESS, SHAPE_MSGHDR);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) {
+    return io_enter(args->fd, (u64)args->buf, 0, S3S_INGRESS, SHAPE_BUF);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) {
+    return io_enter(args->fd, (u64)args->vec, args->vlen, S3S_INGRESS, SHAPE_IOVEC);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) {
+    return io_enter(args->fd, (u64)args->ubuf, 0, S3S_INGRESS, SHAPE_BUF);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) {
+    return io_enter(args->fd, (u64)args->msg, 0, S3S_INGRESS, SHAPE_MSGHDR);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret); }
+
+/* ---- connection lifetime ---------------------------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    if (!pid_traced(tgid))
+        return 0;
+    struct connect_args_t a = {};
+    a.addr = (u64)args->uservaddr;
+    a.fd = args->fd;
+    active_connect.update(&tid, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    struct connect_args_t *ap = active_connect.lookup(&tid);
+    if (!ap)
+        return 0;
+    struct connect_args_t a = *ap;
+    active_connect.delete(&tid);
+    if (args->ret != 0 && args->ret != -EINPROGRESS)
+        return 0;
+    u16 family = 0;
+    bpf_probe_read_user(&family, sizeof(family), (const void *)a.addr);
+    if (family != AF_INET && family != AF_INET6)
+        return 0;
+    struct conn_t c = {};
+    c.id = bpf_ktime_get_ns();
+    u64 key = conn_key(tgid, a.fd);
+    conns.update(&key, &c);
+    u8 one = 1;
+    seen_pids.update(&tgid, &one);
+    emit_simple(S3S_EV_CONNECT, a.fd, c.id, (const void *)a.addr,
+                family == AF_INET ? sizeof(struct sockaddr_in)
+                                  : sizeof(struct sockaddr_in6));
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32;
+    u64 key = conn_key(tgid, args->fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u64 id = c->id;
+    int followed = c->raw == ST_HTTP || c->plain == ST_HTTP;
+    conns.delete(&key);
+    if (followed)
+        emit_simple(S3S_EV_CLOSE, args->fd, id, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 off = args->data_loc_filename & 0xFFFF;
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    u64 pt = bpf_get_current_pid_tgid();
+    u64 now = bpf_ktime_get_ns();
+    __builtin_memset(&r->h, 0, sizeof(r->h));
+    r->h.start_ns = now;
+    r->h.end_ns = now;
+    r->h.pid = pt >> 32;
+    r->h.tid = (u32)pt;
+    r->h.fd = -1;
+    r->h.kind = S3S_EV_EXEC;
+    bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
+    int n = bpf_probe_read_kernel_str(r->data, 256, (void *)args + off);
+    u32 cap = n > 0 ? bounded(n, 256) : 0;
+    r->h.cap_len = cap;
+    r->h.len = cap;
+    if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, 256), 0) != 0)
+        count_lost(LOST_RINGBUF);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32;
+    if (tgid != (u32)pt)
+        return 0;   /* a thread, not the group leader */
+    int known = seen_pids.lookup(&tgid) != 0 || traced_pids.lookup(&tgid) != 0;
+    seen_pids.delete(&tgid);
+    if (known)
+        emit_simple(S3S_EV_EXIT, -1, 0, 0, 0);
+    return 0;
+}
+
+/* ---- TLS libraries: plaintext at the library boundary ------------------ */
+
+#define FN_SSL_WRITE 1
+#define FN_SSL_READ 2
+#define FN_SSL_WRITE_EX 3
+#define FN_SSL_READ_EX 4
+
+static __always_inline int tls_enter(u8 fn, u8 dir, u8 source, u64 ssl,
+                                     u64 buf, u64 outlen)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct tls_args_t a = {};
+    a.start_ns = bpf_ktime_get_ns();
+    a.buf = buf;
+    a.ssl = ssl;
+    a.outlen = outlen;
+    a.fd = -1;
+    a.fn = fn;
+    a.dir = dir;
+    a.source = source;
+    /* a TLS function calling another keeps the outer call's record */
+    active_tls.insert(&tid, &a);
+    return 0;
+}
+
+static __always_inline int tls_exit(u8 fn, long ret)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    struct tls_args_t *ap = active_tls.lookup(&tid);
+    if (!ap || ap->fn != fn)
+        return 0;
+    struct tls_args_t a = *ap;
+    active_tls.delete(&tid);
+    u32 n = 0;
+    if (a.outlen) {
+        if (ret != 1)
+            return 0;
+        u64 v = 0;
+        bpf_probe_read_user(&v, sizeof(v), (const void *)a.outlen);
+        n = (u32)v;
+    } else {
+        if (ret <= 0)
+            return 0;
+        n = (u32)ret;
+    }
+    if (n == 0)
+        return 0;
+    struct ssl_key_t sk = {};
+    sk.ssl = a.ssl;
+    sk.pid = tgid;
+    if (a.fd < 0) {
+        s32 *fdp = ssl_fds.lookup(&sk);
+        if (!fdp) {
+            if (pid_traced(tgid))
+                count_lost(LOST_TLS_NOFD);
+            return 0;
+        }
+        a.fd = *fdp;
+    } else {
+        ssl_fds.update(&sk, &a.fd);
+    }
+    u64 key = conn_key(tgid, a.fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c)
+        return 0;   /* not a connection this host opened (e.g. a server) */
+    c->raw = ST_TLS;
+    emit_data(c, &c->plain, a.start_ns, bpf_ktime_get_ns(), a.fd, a.dir,
+              a.source, (const void *)a.buf, n);
+    return 0;
+}
+
+int ssl_write_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_SSL_WRITE, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), 0);
+}
+int ssl_write_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE, PT_REGS_RC(ctx)); }
+int ssl_read_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_SSL_READ, S3S_INGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), 0);
+}
+int ssl_read_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ, PT_REGS_RC(ctx)); }
+int ssl_write_ex_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_SSL_WRITE_EX, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
+}
+int ssl_write_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE_EX, PT_REGS_RC(ctx)); }
+int ssl_read_ex_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_SSL_READ_EX, S3S_INGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
+}
+int ssl_read_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ_EX, PT_REGS_RC(ctx)); }

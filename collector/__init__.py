@@ -1,0 +1,1 @@
+"""The privileged half: load BPF, attach, drain, batch, publish. Never parses."""

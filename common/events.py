@@ -1,0 +1,105 @@
+"""Python mirror of bpf/s3slower.h (the one event ABI).
+
+tests/test_events_abi.py pins the size and every offset against the C header,
+so a change on either side fails loudly instead of decoding garbage.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+COMM_LEN = 16
+TAIL_LEN = 16
+MAX_CAPTURE = 4096
+
+# start_ns end_ns conn_id pid tid fd len cap_len kind dir source tail_len comm tail
+HEADER = struct.Struct("<QQQIIiIIBBBB16s16s")
+HEADER_SIZE = HEADER.size  # 80
+
+FIELD_OFFSETS = {
+    "start_ns": 0, "end_ns": 8, "conn_id": 16, "pid": 24, "tid": 28, "fd": 32,
+    "len": 36, "cap_len": 40, "kind": 44, "dir": 45, "source": 46,
+    "tail_len": 47, "comm": 48, "tail": 64,
+}
+
+
+class Kind(enum.IntEnum):
+    DATA = 1
+    CONNECT = 2
+    CLOSE = 3
+    EXEC = 4
+    EXIT = 5
+
+
+class Direction(enum.IntEnum):
+    EGRESS = 0
+    INGRESS = 1
+
+
+class Source(enum.IntEnum):
+    SYSCALL = 0
+    OPENSSL = 1
+    GNUTLS = 2
+    NSS = 3
+    GO = 4
+    S2N = 5
+
+    @property
+    def tls_name(self) -> str:
+        return "none" if self is Source.SYSCALL else self.name.lower()
+
+
+# Slots of the kernel's `lost` per-CPU array (bpf/s3slower.bpf.c LOST_*).
+KERNEL_LOSS_SLOTS = {0: "ringbuf", 1: "tls_no_socket"}
+
+
+class MalformedEvent(ValueError):
+    """A record from the kernel or the wire that does not fit the ABI."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    start_ns: int
+    end_ns: int
+    conn_id: int
+    pid: int
+    tid: int
+    fd: int
+    length: int
+    kind: int
+    direction: int
+    source: int
+    comm: str
+    data: bytes
+    tail: bytes
+
+    @property
+    def truncated(self) -> bool:
+        return self.length > len(self.data)
+
+
+def decode_event(raw: bytes) -> Event:
+    """Decode one ring-buffer record (header + captured bytes)."""
+    if len(raw) < HEADER_SIZE:
+        raise MalformedEvent(f"record of {len(raw)} bytes is shorter than the header")
+    (start, end, conn_id, pid, tid, fd, length, cap_len, kind, direction,
+     source, tail_len, comm, tail) = HEADER.unpack_from(raw)
+    if cap_len != len(raw) - HEADER_SIZE or cap_len > length and kind == Kind.DATA:
+        raise MalformedEvent(f"record claims {cap_len} captured bytes, carries {len(raw) - HEADER_SIZE}")
+    if kind not in _KINDS or direction > 1 or source > 5 or tail_len > TAIL_LEN:
+        raise MalformedEvent(f"record with kind={kind} dir={direction} source={source}")
+    return Event(start, end, conn_id, pid, tid, fd, length, kind, direction, source,
+                 comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                 raw[HEADER_SIZE:], tail[:tail_len])
+
+
+_KINDS = frozenset(int(k) for k in Kind)
+
+
+def encode_event(ev: Event) -> bytes:
+    """The inverse of decode_event: used by tests, replay fixtures and benches."""
+    return HEADER.pack(ev.start_ns, ev.end_ns, ev.conn_id, ev.pid, ev.tid, ev.fd,
+                       ev.length, len(ev.data), ev.kind, ev.direction, ev.source,
+                       len(ev.tail), ev.comm.encode()[:COMM_LEN],
+                       ev.tail.ljust(TAIL_LEN, b"\0")) + ev.data

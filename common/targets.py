@@ -1,0 +1,70 @@
+"""Which processes to trace: --pid, --watch and targets.yml matchers (pure).
+
+A `Selection` answers, for a process described by its comm, executable and
+command line, whether it is traced and under which target (for prom_labels).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+MATCH_TYPES = ("comm", "exe_basename", "cmdline_substring")
+TLS_MODES = ("auto", "http", "openssl", "gnutls", "nss", "go")
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    comm: str
+    exe: str
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    match_type: str
+    value: str
+    mode: str = "auto"
+    prom_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def matches(self, p: ProcInfo) -> bool:
+        if self.match_type == "comm":
+            # the kernel truncates comm to 15 bytes; compare the same way
+            return p.comm == self.value[:15]
+        if self.match_type == "exe_basename":
+            return os.path.basename(p.exe) == self.value
+        return self.value in p.cmdline
+
+
+WATCH_PREFIX = "watch:"
+
+
+@dataclass(frozen=True)
+class Selection:
+    pids: frozenset[int] = frozenset()
+    targets: tuple[Target, ...] = ()
+
+    @property
+    def trace_all(self) -> bool:
+        return not self.pids and not self.targets
+
+    @classmethod
+    def build(cls, pids=(), watch=(), targets=()) -> "Selection":
+        watched = tuple(Target(WATCH_PREFIX + name, "comm", name) for name in watch)
+        return cls(frozenset(pids), tuple(targets) + watched)
+
+    def match(self, p: ProcInfo) -> Optional[Target]:
+        """The target that selects p; ALL for everything-mode; None if untraced."""
+        if self.trace_all:
+            return ALL
+        if p.pid in self.pids:
+            return Target(f"pid:{p.pid}", "comm", p.comm)
+        for t in self.targets:
+            if t.matches(p):
+                return t
+        return None
+
+
+ALL = Target("all", "comm", "")

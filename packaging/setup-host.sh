@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare this Debian/Ubuntu host for s3slower, idempotently and quietly:
+#   distribution BCC + kernel headers, the s3slower user, and .venv
+#   (system Python, --system-site-packages so BCC imports).
+# Usage: packaging/setup-host.sh [--test]   (--test adds what the tests need)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+arch=$(dpkg --print-architecture)
+pkgs=(python3-bpfcc python3-venv python3-pip "linux-headers-$arch"
+      python3-zmq python3-msgpack python3-prometheus-client python3-yaml python3-click)
+if [ "$want_test" = 1 ]; then
+    pkgs+=(curl tmux iproute2 tcpdump)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The unprivileged half runs as this user (SPEC §2, §9).
+if ! getent group s3slower >/dev/null; then groupadd --system s3slower; fi
+if ! getent passwd s3slower >/dev/null; then
+    useradd --system --gid s3slower --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin s3slower
+fi
+
+# .venv from the system Python so the distribution's BCC is importable.
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+extra=""
+[ "$want_test" = 1 ] && extra="[test]"
+stamp=".venv/.installed$extra"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing s3slower$extra into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
+    touch "$stamp"
+fi
+
+# Kernel headers for BCC (a merged generic tree when the running kernel has
+# none), tracefs, and the runtime directory: the same code the collector runs.
+.venv/bin/python -m s3slower.collector.hostprep
