@@ -1,0 +1,189 @@
+"""From wire messages to Records: collectors ▸ events ▸ connections (pure).
+
+`Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
+the records that became final.  State is bounded: MAX_CONNECTIONS live
+connections (least recently used evicted and counted), processes and
+collectors forgotten when they exit or go away.
+
+Loss sources counted here (SPEC §4): `transport` (sequence gaps),
+`malformed` (records or messages that do not decode), `stream_gap` (bytes
+the parser had to skip), `conn_evicted`; and, per collector, the totals its
+heartbeats report (`ringbuf`, `tls_no_socket`, `collector_outbox`).
+"""
+from __future__ import annotations
+
+import collections
+import ipaddress
+import struct
+from dataclasses import dataclass
+from typing import Mapping
+
+from s3slower.aggregator.correlate import Connection, Peer
+from s3slower.aggregator.http1 import Chunk
+from s3slower.aggregator.records import Record
+from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
+from s3slower.common.protocol import Message, MsgKind
+
+MAX_CONNECTIONS = 50_000          # live connections across all collectors
+DEFAULT_REQUEST_TIMEOUT_NS = 60 * 1_000_000_000
+IDLE_CONNECTION_NS = 15 * 60 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class CollectorState:
+    hostname: str
+    instance: int
+    last_seq: int
+    last_heartbeat_wall_ns: int
+    lost: Mapping[str, int]
+    stats: Mapping[str, int]
+    said_bye: bool
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    messages: int
+    events: int
+    records: int
+    errors: int
+    connections: int
+    processes: int
+    lost: Mapping[str, int]          # by source, all collectors together
+    collectors: tuple[CollectorState, ...]
+
+
+class Pipeline:
+    def __init__(self, *, request_timeout_ns: int = DEFAULT_REQUEST_TIMEOUT_NS,
+                 path_style_hosts: frozenset[str] = frozenset()):
+        self.request_timeout_ns = request_timeout_ns
+        self.path_style_hosts = path_style_hosts
+        self._conns: collections.OrderedDict[tuple, Connection] = collections.OrderedDict()
+        self._procs: dict[tuple[int, int], dict] = {}      # (instance, pid) -> PROCESS body
+        self._addrs: dict[tuple, str] = {}                  # conn key -> remote address
+        self._collectors: dict[str, CollectorState] = {}   # hostname -> state
+        self._lost = collections.Counter()
+        self._messages = self._events = self._records = self._errors = 0
+
+    # -- messages ----------------------------------------------------------
+    def handle(self, msg: Message, now_wall_ns: int) -> list[Record]:
+        self._messages += 1
+        self._track_sequence(msg, now_wall_ns)
+        if msg.kind is MsgKind.EVENTS:
+            return self._events_batch(msg)
+        if msg.kind is MsgKind.PROCESS:
+            self._procs[(msg.instance, msg.body["pid"])] = msg.body
+        return []
+
+    def count_malformed(self, n: int = 1) -> None:
+        self._lost["malformed"] += n
+
+    def count_lost(self, source: str, n: int) -> None:
+        self._lost[source] += n
+
+    def _track_sequence(self, msg: Message, now: int) -> None:
+        old = self._collectors.get(msg.hostname)
+        lost = dict(old.lost) if old else {}
+        stats = dict(old.stats) if old else {}
+        hb = old.last_heartbeat_wall_ns if old else now
+        if old is not None and old.instance == msg.instance and msg.seq > old.last_seq + 1:
+            self._lost["transport"] += msg.seq - old.last_seq - 1
+        if old is not None and old.instance != msg.instance:
+            # a restart: fold the old instance's totals in, start afresh
+            for k, v in old.lost.items():
+                self._lost[k] += v
+            lost, stats = {}, {}
+        if msg.kind is MsgKind.HEARTBEAT:
+            lost, stats, hb = dict(msg.body["lost"]), dict(msg.body["stats"]), now
+        self._collectors[msg.hostname] = CollectorState(
+            msg.hostname, msg.instance, msg.seq, hb, lost, stats, msg.kind is MsgKind.BYE)
+
+    def _events_batch(self, msg: Message) -> list[Record]:
+        out: list[Record] = []
+        for raw in msg.body["events"]:
+            try:
+                ev = decode_event(raw)
+            except MalformedEvent:
+                self._lost["malformed"] += 1
+                continue
+            self._events += 1
+            key = (msg.instance, ev.pid, ev.conn_id)
+            if ev.kind == Kind.DATA:
+                conn = self._conn(key, msg, ev.comm)
+                chunk = Chunk(ev.data, ev.length, ev.start_ns, ev.end_ns, ev.tail, ev.source)
+                out.extend(self._finished(conn.feed(ev.direction == Direction.EGRESS,
+                                                    chunk, ev.tid)))
+            elif ev.kind == Kind.CONNECT:
+                self._addrs[key] = _sockaddr(ev.data)
+            elif ev.kind == Kind.CLOSE:
+                out.extend(self._close(key))
+                self._addrs.pop(key, None)
+            elif ev.kind == Kind.EXIT:
+                for k in [k for k in self._conns if k[0] == msg.instance and k[1] == ev.pid]:
+                    out.extend(self._close(k))
+                for k in [k for k in self._addrs if k[0] == msg.instance and k[1] == ev.pid]:
+                    del self._addrs[k]
+                self._procs.pop((msg.instance, ev.pid), None)
+        return out
+
+    def _conn(self, key: tuple, msg: Message, comm: str) -> Connection:
+        conn = self._conns.get(key)
+        if conn is not None:
+            self._conns.move_to_end(key)
+            return conn
+        proc = self._procs.get((msg.instance, key[1]), {})
+        peer = Peer(msg.hostname, key[1], comm, proc.get("labels", {}),
+                    self._addrs.get(key, ""))
+        conn = Connection(peer, msg.wall_offset_ns, self.path_style_hosts)
+        self._conns[key] = conn
+        if len(self._conns) > MAX_CONNECTIONS:
+            old_key, old = self._conns.popitem(last=False)
+            self._lost["conn_evicted"] += 1
+            self._account(old)
+        return conn
+
+    def _close(self, key: tuple) -> list[Record]:
+        conn = self._conns.pop(key, None)
+        if conn is None:
+            return []
+        recs = self._finished(conn.close())
+        self._account(conn)
+        return recs
+
+    def _account(self, conn: Connection) -> None:
+        self._lost["stream_gap"] += conn.requests.gaps + conn.responses.gaps
+
+    def _finished(self, recs: list[Record]) -> list[Record]:
+        self._records += len(recs)
+        self._errors += sum(1 for r in recs if r.is_error)
+        return recs
+
+    # -- time --------------------------------------------------------------
+    def tick(self, now_wall_ns: int) -> list[Record]:
+        out: list[Record] = []
+        for key, conn in list(self._conns.items()):
+            out.extend(self._finished(conn.expire(now_wall_ns, self.request_timeout_ns)))
+            if not conn.pending and now_wall_ns - conn.last_seen_wall_ns > IDLE_CONNECTION_NS:
+                del self._conns[key]
+                self._account(conn)
+        return out
+
+    def statistics(self) -> PipelineStats:
+        lost = collections.Counter(self._lost)
+        for c in self._collectors.values():
+            lost.update(c.lost)
+        live_gaps = sum(c.requests.gaps + c.responses.gaps for c in self._conns.values())
+        lost["stream_gap"] += live_gaps
+        return PipelineStats(self._messages, self._events, self._records, self._errors,
+                             len(self._conns), len(self._procs), dict(lost),
+                             tuple(self._collectors.values()))
+
+
+def _sockaddr(data: bytes) -> str:
+    """ip:port from a struct sockaddr_in / sockaddr_in6 (network byte order port)."""
+    if len(data) >= 8 and data[0] == 2:           # AF_INET
+        port = struct.unpack_from("!H", data, 2)[0]
+        return f"{ipaddress.IPv4Address(data[4:8])}:{port}"
+    if len(data) >= 24 and data[0] == 10:         # AF_INET6
+        port = struct.unpack_from("!H", data, 2)[0]
+        return f"[{ipaddress.IPv6Address(data[8:24])}]:{port}"
+    return ""

@@ -1,0 +1,88 @@
+"""The aggregator's loop: receive ▸ decode ▸ pipeline ▸ outputs.
+
+Outputs ("sinks") take final records; `--min-latency` is applied once here so
+the terminal, log file and metrics always agree.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Optional, Protocol
+
+from s3slower.aggregator.pipeline import Pipeline, PipelineStats
+from s3slower.aggregator.records import Record
+from s3slower.aggregator.subscriber import Subscriber
+from s3slower.common import protocol
+from s3slower.common.protocol import MsgKind
+
+TICK_NS = 1_000_000_000
+RECEIVE_MS = 100
+
+
+class Sink(Protocol):
+    def emit(self, rec: Record) -> None: ...
+    def tick(self, stats: PipelineStats, now_wall_ns: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Aggregator:
+    def __init__(self, subscriber: Subscriber, pipeline: Pipeline, sinks: Iterable[Sink],
+                 *, min_latency_ms: float = 0.0,
+                 clock: Callable[[], int] = time.time_ns):
+        self.subscriber = subscriber
+        self.pipeline = pipeline
+        self.sinks = list(sinks)
+        self.min_latency_ns = int(min_latency_ms * 1e6)
+        self.clock = clock
+        self.byes = 0
+        self.hellos = 0
+
+    def set_min_latency(self, ms: float) -> None:
+        self.min_latency_ns = int(ms * 1e6)
+
+    def _emit(self, recs: list[Record]) -> None:
+        for r in recs:
+            if r.latency_ns < self.min_latency_ns and r.complete:
+                continue
+            for s in self.sinks:
+                s.emit(r)
+
+    def handle_frames(self, frames: list[bytes]) -> None:
+        now = self.clock()
+        for frame in frames:
+            try:
+                msg = protocol.decode(frame)
+            except protocol.ProtocolError:
+                self.pipeline.count_malformed()
+                continue
+            if msg.kind is MsgKind.BYE:
+                self.byes += 1
+            elif msg.kind is MsgKind.HELLO:
+                self.hellos += 1
+            self._emit(self.pipeline.handle(msg, now))
+
+    def tick(self) -> None:
+        now = self.clock()
+        self._emit(self.pipeline.tick(now))
+        stats = self.pipeline.statistics()
+        for s in self.sinks:
+            s.tick(stats, now)
+
+    def run(self, should_stop: Callable[[], bool],
+            on_ready: Optional[Callable[[], None]] = None) -> None:
+        if on_ready:
+            on_ready()
+        next_tick = time.monotonic_ns()
+        while not should_stop():
+            self.handle_frames(self.subscriber.receive(RECEIVE_MS))
+            if time.monotonic_ns() >= next_tick:
+                self.tick()
+                next_tick = time.monotonic_ns() + TICK_NS
+        # drain what is already here, then flush outputs
+        while True:
+            frames = self.subscriber.receive(0)
+            if not frames:
+                break
+            self.handle_frames(frames)
+        self.tick()
+        for s in self.sinks:
+            s.close()

@@ -1,0 +1,71 @@
+"""Receive collector messages over ZeroMQ (the aggregator's only network input).
+
+Socket semantics: PULL fair-queues many collectors' PUSH sockets.
+RCVHWM bounds what ZeroMQ buffers on our side; beyond it back-pressure
+reaches the collectors, whose outboxes are bounded and counted.  MAXMSGSIZE
+makes ZeroMQ drop (and disconnect) a peer sending oversized frames before
+they are ever allocated here; LINGER=0 so exit never waits.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import zmq
+
+from s3slower.common.protocol import MAX_MESSAGE_BYTES
+
+RCVHWM = 1_000
+
+
+@dataclass(frozen=True)
+class CurveServer:
+    public: bytes
+    secret: bytes
+    allowed_dir: Optional[str]   # directory of allowed collectors' public .key files
+
+
+class Subscriber:
+    def __init__(self, ctx: zmq.Context, endpoints: list[str], *, bind: bool,
+                 curve: Optional[CurveServer] = None):
+        self.ctx = ctx
+        self.sock = ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        if curve:
+            self.sock.curve_server = True
+            self.sock.curve_publickey = curve.public
+            self.sock.curve_secretkey = curve.secret
+        for ep in endpoints:
+            if bind:
+                self.sock.bind(ep)
+            else:
+                self.sock.connect(ep)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+
+    def receive(self, timeout_ms: int, max_frames: int = 256) -> list[bytes]:
+        """Frames that arrived within timeout_ms (at most max_frames)."""
+        if not self.poller.poll(timeout_ms):
+            return []
+        frames = []
+        while len(frames) < max_frames:
+            try:
+                frames.append(self.sock.recv(zmq.NOBLOCK, copy=True))
+            except zmq.Again:
+                break
+        return frames
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def endpoint_path(endpoint: str) -> Optional[str]:
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+def wait_for_ipc(endpoint: str) -> bool:
+    path = endpoint_path(endpoint)
+    return path is None or os.path.exists(path)

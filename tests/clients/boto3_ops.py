@@ -1,0 +1,51 @@
+"""A real boto3 client: the foundation's operations, each timed around the call.
+
+Usage: boto3_ops.py ENDPOINT BUCKET [CA_BUNDLE]
+Prints one JSON object: {"pid", "calls": [{"op", "key", "ms", "status", "size"}]}.
+"""
+import json
+import os
+import sys
+import time
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, bucket = sys.argv[1], sys.argv[2]
+verify = sys.argv[3] if len(sys.argv) > 3 else None
+s3 = boto3.client("s3", endpoint_url=endpoint, verify=verify,
+                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}))
+calls = []
+BODY = os.urandom(200_000)
+
+
+def timed(op, key, fn, size=None):
+    t = time.perf_counter()
+    try:
+        out = fn()
+    except ClientError as e:
+        out = e.response
+    ms = (time.perf_counter() - t) * 1000
+    status = out["ResponseMetadata"]["HTTPStatusCode"]
+    calls.append({"op": op, "key": key, "ms": ms, "status": status, "size": size})
+    return out
+
+
+timed("CreateBucket", "", lambda: s3.create_bucket(Bucket=bucket))
+timed("PutObject", "dir/obj 1.bin", lambda: s3.put_object(Bucket=bucket, Key="dir/obj 1.bin", Body=BODY))
+
+
+def get():
+    r = s3.get_object(Bucket=bucket, Key="dir/obj 1.bin")
+    assert r["Body"].read() == BODY
+    return r
+
+
+timed("GetObject", "dir/obj 1.bin", get, size=len(BODY))
+timed("HeadObject", "dir/obj 1.bin", lambda: s3.head_object(Bucket=bucket, Key="dir/obj 1.bin"), size=0)
+timed("ListObjectsV2", "", lambda: s3.list_objects_v2(Bucket=bucket))
+timed("GetObject", "missing", lambda: s3.get_object(Bucket=bucket, Key="missing"))
+timed("DeleteObject", "dir/obj 1.bin", lambda: s3.delete_object(Bucket=bucket, Key="dir/obj 1.bin"))
+timed("DeleteBucket", "", lambda: s3.delete_bucket(Bucket=bucket))
+print(json.dumps({"pid": os.getpid(), "body_size": len(BODY), "calls": calls}))

@@ -1,0 +1,65 @@
+"""The Python mirror of bpf/s3slower.h matches the C layout (habit 10)."""
+import ctypes
+import re
+import subprocess
+import textwrap
+
+import pytest
+
+from s3slower import bpf
+from s3slower.common import events
+
+
+def _c_offsets(tmp_path) -> dict[str, int]:
+    fields = list(events.FIELD_OFFSETS)
+    body = "\n".join(f'printf("{f} %zu\\n", offsetof(struct s3s_event, {f}));' for f in fields)
+    src = tmp_path / "abi.c"
+    src.write_text(textwrap.dedent(f"""
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <linux/types.h>
+        #include "s3slower.h"
+        int main(void) {{
+            {body}
+            printf("SIZE %zu\\n", sizeof(struct s3s_event));
+            printf("MAX_CAPTURE %d\\n", S3S_MAX_CAPTURE);
+            printf("COMM %d\\nTAIL %d\\n", S3S_COMM_LEN, S3S_TAIL_LEN);
+            return 0;
+        }}"""))
+    exe = tmp_path / "abi"
+    subprocess.run(["cc", f"-I{bpf.DIR}", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+
+
+def test_header_layout_matches_c(tmp_path):
+    c = _c_offsets(tmp_path)
+    assert c.pop("SIZE") == events.HEADER_SIZE == 80
+    assert c.pop("MAX_CAPTURE") == events.MAX_CAPTURE
+    assert c.pop("COMM") == events.COMM_LEN
+    assert c.pop("TAIL") == events.TAIL_LEN
+    assert c == events.FIELD_OFFSETS
+
+
+def test_enums_match_c():
+    text = bpf.HEADER.read_text()
+    for kind in events.Kind:
+        assert re.search(rf"S3S_EV_{kind.name}\s*=\s*{int(kind)}\b", text)
+    for src in events.Source:
+        assert re.search(rf"S3S_SRC_{src.name}\s*=\s*{int(src)}\b", text)
+    prog = bpf.PROGRAM.read_text()
+    for slot, name in events.KERNEL_LOSS_SLOTS.items():
+        assert re.search(rf"#define LOST_\w+ {slot}\b", prog), name
+
+
+def test_event_round_trip():
+    ev = events.Event(1, 2, 3, 4, 5, 6, 5000, events.Kind.DATA, 1, 1, "curl",
+                      b"GET / HTTP/1.1\r\n", b"tail-bytes")
+    assert events.decode_event(events.encode_event(ev)) == ev
+
+
+@pytest.mark.parametrize("raw", [b"", b"x" * 79, events.HEADER.pack(
+    0, 0, 0, 0, 0, 0, 10, 50, 1, 0, 0, 0, b"", b"") + b"short"])
+def test_malformed_records_are_our_error(raw):
+    with pytest.raises(events.MalformedEvent):
+        events.decode_event(raw)
