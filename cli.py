@@ -42,9 +42,11 @@ class Cli(click.Group):
         from s3slower.collector.hostprep import HostPrepError
         from s3slower.collector.probes import ProbeError
         from s3slower.common.config import ConfigError
+        from s3slower.common.recording import RecordingError
         try:
             return super().invoke(ctx)
-        except (CliError, ProbeError, HostPrepError, ConfigError, OSError) as exc:
+        except (CliError, ProbeError, HostPrepError, ConfigError, RecordingError,
+                OSError) as exc:
             _fail(exc)
         except Exception as exc:  # zmq and others: still one line, never a bare trace
             if exc.__class__.__module__.startswith("zmq"):
@@ -120,7 +122,7 @@ def _require_root(what: str) -> None:
 
 def _run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
                    on_ready, should_stop, ringbuf_pages: int = 0,
-                   curve=None, group: Optional[str] = None) -> None:
+                   curve=None, group: Optional[str] = None, record_to=None) -> None:
     import zmq
 
     from s3slower.collector import hostprep
@@ -132,7 +134,7 @@ def _run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str]
     ctx = zmq.Context.instance()
     offset = time.time_ns() - time.monotonic_ns()
     publisher = Publisher(ctx, endpoint, bind=bind, hostname=hostname or default_hostname(),
-                          wall_offset_ns=offset, curve=curve)
+                          wall_offset_ns=offset, curve=curve, record_to=record_to)
     if bind and endpoint.startswith("ipc://") and group:
         _chgrp(endpoint[len("ipc://"):], group)
     opts = ProgramOptions(trace_all=selection.trace_all, self_pid=os.getpid(),
@@ -173,9 +175,12 @@ class _StopFlag:
 @click.option("--connect", help="Aggregator endpoint to connect to (tcp://HOST:5556).")
 @click.option("--hostname", help="Host name the records carry (default: this host's).")
 @_selection_options
+@click.option("--record", "record_path", type=click.Path(dir_okay=False),
+              help="Also write every published message to this file (mode 0600).")
 @click.option("--ringbuf-pages", type=int, default=0, hidden=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def collector(bind, connect, hostname, pids, watch, targets_file, mode, ringbuf_pages, debug):
+def collector(bind, connect, hostname, pids, watch, targets_file, mode, record_path,
+              ringbuf_pages, debug):
     """The privileged half: load BPF, attach, publish events."""
     if bool(bind) == bool(connect):
         raise click.UsageError("give exactly one of --bind or --connect")
@@ -190,8 +195,12 @@ def collector(bind, connect, hostname, pids, watch, targets_file, mode, ringbuf_
         notify("READY=1")
         click.echo("s3slower collector: ready", err=True)
 
+    record_to = None
+    if record_path:
+        fd = os.open(record_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        record_to = os.fdopen(fd, "wb")
     _run_collector(endpoint, bool(bind), _selection(pids, watch, targets_file), hostname,
-                   ready, stop, ringbuf_pages, group=SERVICE_USER)
+                   ready, stop, ringbuf_pages, group=SERVICE_USER, record_to=record_to)
 
 
 # --------------------------------------------------------------------------
@@ -220,11 +229,13 @@ def _drop_privileges(user: str, allow_root: bool) -> None:
 @click.option("--user", default=SERVICE_USER, show_default=True,
               help="Unprivileged user to become when started as root.")
 @click.option("--allow-root", is_flag=True, help="Keep running as root.")
+@click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False),
+              help="Replay a `collector --record` file instead of subscribing.")
 @click.option("--exit-on-bye", is_flag=True, hidden=True)
 @click.option("--parent-pid", type=int, default=0, hidden=True)
 def aggregator(connects, binds, output, min_latency, prometheus, port, host, log_dir,
-               log_max_size, no_log, config_path, debug, user, allow_root, exit_on_bye,
-               parent_pid):
+               log_max_size, no_log, config_path, debug, user, allow_root, replay_path,
+               exit_on_bye, parent_pid):
     """The unprivileged half: decode, parse, correlate, output."""
     import zmq
 
@@ -233,14 +244,21 @@ def aggregator(connects, binds, output, min_latency, prometheus, port, host, log
     from s3slower.aggregator.service import Aggregator
     from s3slower.aggregator.subscriber import Subscriber
 
-    if bool(connects) == bool(binds):
-        raise click.UsageError("give --connect or --bind (not both)")
+    if bool(connects) + bool(binds) + bool(replay_path) != 1:
+        raise click.UsageError("give one of --connect, --bind or --replay")
+    replay_file = open(replay_path, "rb") if replay_path else None  # before dropping root
     _drop_privileges(user, allow_root)
+    opts = OutputOptions(output=output, prometheus=prometheus, prom_host=host, prom_port=port,
+                         log_dir=None if no_log else log_dir, log_max_size_mb=log_max_size)
+    if replay_file:
+        from s3slower.aggregator.replay import replay
+        with replay_file:
+            replay(replay_file, Aggregator(None, Pipeline(), build_sinks(opts),
+                                           min_latency_ms=min_latency))
+        return
     if exit_on_bye:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides
     stop = _StopFlag(signals=(signal.SIGTERM,) if exit_on_bye else (signal.SIGINT, signal.SIGTERM))
-    opts = OutputOptions(output=output, prometheus=prometheus, prom_host=host, prom_port=port,
-                         log_dir=None if no_log else log_dir, log_max_size_mb=log_max_size)
     sub = Subscriber(zmq.Context.instance(), list(connects or binds), bind=bool(binds))
     agg = Aggregator(sub, Pipeline(), build_sinks(opts), min_latency_ms=min_latency)
 

@@ -17,11 +17,11 @@ import os
 import random
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import BinaryIO, Optional
 
 import zmq
 
-from s3slower.common import protocol
+from s3slower.common import protocol, recording
 from s3slower.common.protocol import Message, MsgKind
 
 MAX_OUTBOX_MESSAGES = 20_000       # ~20 s of batches at a busy 1,000/s
@@ -50,7 +50,8 @@ class Publisher:
     def __init__(self, ctx: zmq.Context, endpoint: str, *, bind: bool, hostname: str,
                  wall_offset_ns: int, curve: Optional[CurveClient] = None,
                  max_messages: int = MAX_OUTBOX_MESSAGES,
-                 max_bytes: int = MAX_OUTBOX_BYTES):
+                 max_bytes: int = MAX_OUTBOX_BYTES,
+                 record_to: Optional[BinaryIO] = None):
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -77,6 +78,9 @@ class Publisher:
         self._sent_bytes = 0
         self._dropped_messages = 0
         self._dropped_events = 0
+        self._record_to = record_to
+        if record_to is not None:
+            record_to.write(recording.MAGIC)
 
     def publish(self, kind: MsgKind, body: dict, n_events: int = 0) -> bool:
         """Queue one message; False (and counted) when the outbox is full."""
@@ -91,6 +95,8 @@ class Publisher:
         frame = protocol.encode(Message(kind, self.hostname, self.instance, self._seq,
                                         self.wall_offset_ns, body))
         self._seq += 1
+        if self._record_to is not None:
+            self._record_to.write(recording.frame(frame))
         self._outbox.append((frame, n_events))
         self._outbox_bytes += len(frame)
         self.flush()
@@ -115,6 +121,8 @@ class Publisher:
 
     def close(self) -> None:
         self.sock.close(0)
+        if self._record_to is not None:
+            self._record_to.close()
 
 
 def default_hostname() -> str:
