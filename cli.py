@@ -43,10 +43,11 @@ class Cli(click.Group):
         from s3slower.collector.probes import ProbeError
         from s3slower.common.config import ConfigError
         from s3slower.common.recording import RecordingError
+        from s3slower.keys import KeyFileError
         try:
             return super().invoke(ctx)
         except (CliError, ProbeError, HostPrepError, ConfigError, RecordingError,
-                OSError) as exc:
+                KeyFileError, OSError) as exc:
             _fail(exc)
         except Exception as exc:  # zmq and others: still one line, never a bare trace
             if exc.__class__.__module__.startswith("zmq"):
@@ -64,6 +65,28 @@ def cli() -> None:
 def version() -> None:
     """Print version information."""
     click.echo(f"s3slower {__version__}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the key pair into.")
+@click.option("--name", required=True, help="Key name: writes NAME.key and NAME.key_secret.")
+def keygen(out_dir, name):
+    """Create a CurveZMQ key pair for the collector/aggregator link."""
+    import zmq.auth
+    if not name or "/" in name:
+        raise click.BadParameter("a plain file name", param_hint="--name")
+    os.makedirs(out_dir, exist_ok=True)
+    for suffix in (".key", ".key_secret"):
+        if os.path.exists(os.path.join(out_dir, name + suffix)):
+            raise CliError(f"{os.path.join(out_dir, name + suffix)} exists; not overwriting it")
+    public, secret = zmq.auth.create_certificates(out_dir, name)
+    os.chmod(secret, 0o600)
+    click.echo(f"wrote {public} (public) and {secret} (secret)")
+
+
+def _is_network(endpoint: str) -> bool:
+    return not endpoint.startswith(("ipc://", "inproc://"))
 
 
 # --------------------------------------------------------------------------
@@ -174,18 +197,25 @@ class _StopFlag:
 @click.option("--bind", help="Endpoint to bind (local: ipc:///run/s3slower/collector.sock).")
 @click.option("--connect", help="Aggregator endpoint to connect to (tcp://HOST:5556).")
 @click.option("--hostname", help="Host name the records carry (default: this host's).")
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
+              help="This collector's CurveZMQ .key_secret file.")
+@click.option("--curve-server-key", type=click.Path(exists=True, dir_okay=False),
+              help="The aggregator's public .key file.")
+@click.option("--insecure", is_flag=True, help="Allow plain TCP without CurveZMQ.")
 @_selection_options
 @click.option("--record", "record_path", type=click.Path(dir_okay=False),
               help="Also write every published message to this file (mode 0600).")
 @click.option("--ringbuf-pages", type=int, default=0, hidden=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def collector(bind, connect, hostname, pids, watch, targets_file, mode, record_path,
-              ringbuf_pages, debug):
+def collector(bind, connect, hostname, curve_secret_key, curve_server_key, insecure, pids,
+              watch, targets_file, mode, record_path, ringbuf_pages, debug):
     """The privileged half: load BPF, attach, publish events."""
+    from s3slower.keys import collector_curve
     if bool(bind) == bool(connect):
         raise click.UsageError("give exactly one of --bind or --connect")
-    _require_root("the collector")
     endpoint = bind or connect
+    curve = collector_curve(endpoint, curve_secret_key, curve_server_key, insecure)
+    _require_root("the collector")
     if bind and bind.startswith("ipc://"):
         _runtime_dir(os.path.dirname(bind[len("ipc://"):]))
     stop = _StopFlag()
@@ -200,7 +230,8 @@ def collector(bind, connect, hostname, pids, watch, targets_file, mode, record_p
         fd = os.open(record_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         record_to = os.fdopen(fd, "wb")
     _run_collector(endpoint, bool(bind), _selection(pids, watch, targets_file), hostname,
-                   ready, stop, ringbuf_pages, group=SERVICE_USER, record_to=record_to)
+                   ready, stop, ringbuf_pages, curve=curve, group=SERVICE_USER,
+                   record_to=record_to)
 
 
 # --------------------------------------------------------------------------
@@ -226,6 +257,11 @@ def _drop_privileges(user: str, allow_root: bool) -> None:
 @click.option("--connect", "connects", multiple=True, help="Collector endpoint(s) to connect to.")
 @click.option("--bind", "binds", multiple=True, help="Endpoint(s) collectors connect to.")
 @_output_options
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
+              help="The aggregator's CurveZMQ .key_secret file (server key).")
+@click.option("--allowed-keys", type=click.Path(exists=True, file_okay=False),
+              help="Directory of allowed collectors' public .key files.")
+@click.option("--insecure", is_flag=True, help="Allow plain TCP without CurveZMQ.")
 @click.option("--user", default=SERVICE_USER, show_default=True,
               help="Unprivileged user to become when started as root.")
 @click.option("--allow-root", is_flag=True, help="Keep running as root.")
@@ -234,8 +270,8 @@ def _drop_privileges(user: str, allow_root: bool) -> None:
 @click.option("--exit-on-bye", is_flag=True, hidden=True)
 @click.option("--parent-pid", type=int, default=0, hidden=True)
 def aggregator(connects, binds, output, min_latency, prometheus, port, host, log_dir,
-               log_max_size, no_log, config_path, debug, user, allow_root, replay_path,
-               exit_on_bye, parent_pid):
+               log_max_size, no_log, config_path, debug, curve_secret_key, allowed_keys,
+               insecure, user, allow_root, replay_path, exit_on_bye, parent_pid):
     """The unprivileged half: decode, parse, correlate, output."""
     import zmq
 
@@ -246,6 +282,11 @@ def aggregator(connects, binds, output, min_latency, prometheus, port, host, log
 
     if bool(connects) + bool(binds) + bool(replay_path) != 1:
         raise click.UsageError("give one of --connect, --bind or --replay")
+    import logging
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="s3slower: %(message)s")
+    from s3slower.keys import aggregator_curve
+    curve = aggregator_curve(list(connects or binds), curve_secret_key, allowed_keys, insecure)
     replay_file = open(replay_path, "rb") if replay_path else None  # before dropping root
     _drop_privileges(user, allow_root)
     opts = OutputOptions(output=output, prometheus=prometheus, prom_host=host, prom_port=port,
@@ -259,7 +300,8 @@ def aggregator(connects, binds, output, min_latency, prometheus, port, host, log
     if exit_on_bye:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides
     stop = _StopFlag(signals=(signal.SIGTERM,) if exit_on_bye else (signal.SIGINT, signal.SIGTERM))
-    sub = Subscriber(zmq.Context.instance(), list(connects or binds), bind=bool(binds))
+    sub = Subscriber(zmq.Context.instance(), list(connects or binds), bind=bool(binds),
+                     curve=curve)
     agg = Aggregator(sub, Pipeline(), build_sinks(opts), min_latency_ms=min_latency)
 
     def should_stop() -> bool:

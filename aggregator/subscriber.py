@@ -14,6 +14,7 @@ from typing import Optional
 
 import zmq
 
+from s3slower.aggregator.auth import KeyAuthenticator
 from s3slower.common.protocol import MAX_MESSAGE_BYTES
 
 RCVHWM = 1_000
@@ -21,15 +22,17 @@ RCVHWM = 1_000
 
 @dataclass(frozen=True)
 class CurveServer:
-    public: bytes
-    secret: bytes
-    allowed_dir: Optional[str]   # directory of allowed collectors' public .key files
+    public: bytes                 # z85
+    secret: bytes                 # z85
+    allowed: frozenset[bytes]     # raw 32-byte public keys of allowed collectors
 
 
 class Subscriber:
     def __init__(self, ctx: zmq.Context, endpoints: list[str], *, bind: bool,
                  curve: Optional[CurveServer] = None):
         self.ctx = ctx
+        # the ZAP handler must be bound before any CURVE handshake can start
+        self.auth = KeyAuthenticator(ctx, curve.allowed) if curve else None
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -45,10 +48,15 @@ class Subscriber:
                 self.sock.connect(ep)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
+        if self.auth:
+            self.poller.register(self.auth.sock, zmq.POLLIN)
 
     def receive(self, timeout_ms: int, max_frames: int = 256) -> list[bytes]:
         """Frames that arrived within timeout_ms (at most max_frames)."""
-        if not self.poller.poll(timeout_ms):
+        ready = dict(self.poller.poll(timeout_ms))
+        if self.auth and self.auth.sock in ready:
+            self.auth.handle()
+        if self.sock not in ready:
             return []
         frames = []
         while len(frames) < max_frames:
@@ -58,8 +66,13 @@ class Subscriber:
                 break
         return frames
 
+    def refused(self) -> int:
+        return self.auth.statistics().refused if self.auth else 0
+
     def close(self) -> None:
         self.sock.close(0)
+        if self.auth:
+            self.auth.close()
 
 
 def endpoint_path(endpoint: str) -> Optional[str]:

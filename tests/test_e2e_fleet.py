@@ -1,0 +1,102 @@
+"""Fleet mode: collectors on two "hosts" feed one aggregator over CURVE TCP."""
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import free_port, need_root_bpf, wait_until
+from fleet import S3SLOWER, GatedClient, aggregator, collector
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    allowed = d / "allowed"
+    allowed.mkdir()
+    for name in ("server", "host-a", "host-b", "intruder"):
+        subprocess.run([S3SLOWER, "keygen", "--out", str(d), "--name", name], check=True,
+                       capture_output=True)
+    for name in ("host-a", "host-b"):
+        (allowed / f"{name}.key").write_bytes((d / f"{name}.key").read_bytes())
+    return d
+
+
+def _curve_collector(tmp, keys, name, port, pid):
+    return collector(tmp, name, [
+        "--connect", f"tcp://127.0.0.1:{port}", "--hostname", name, "--pid", str(pid),
+        "--curve-secret-key", str(keys / f"{name}.key_secret"),
+        "--curve-server-key", str(keys / "server.key")])
+
+
+def _curve_aggregator(tmp, keys, port):
+    return aggregator(tmp, "agg", [
+        "--bind", f"tcp://127.0.0.1:{port}", "--allow-root",
+        "--curve-secret-key", str(keys / "server.key_secret"),
+        "--allowed-keys", str(keys / "allowed")])
+
+
+def test_two_hosts_one_aggregator_over_curve(tmp_path, keys, moto_http):
+    need_root_bpf()
+    port = free_port()
+    agg = _curve_aggregator(tmp_path, keys, port)
+    clients = {h: GatedClient(moto_http.url, f"{h}-{uuid.uuid4().hex[:6]}")
+               for h in ("host-a", "host-b")}
+    cols = [_curve_collector(tmp_path, keys, h, port, c.pid) for h, c in clients.items()]
+    cap = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(tmp_path / "wire.pcap"),
+                            f"tcp port {port}"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # tcpdump has no readiness signal; it must see the traffic
+        sent = {h: c.burst(3)["requests"] for h, c in clients.items()}
+        for h, c in clients.items():
+            wait_until(lambda: len([r for r in agg.records() if r["pid"] == c.pid]) >= sent[h],
+                       20, f"records of {h}")
+        by_host = {h: [r for r in agg.records() if r["pid"] == c.pid]
+                   for h, c in clients.items()}
+        for h, recs in by_host.items():
+            assert len(recs) == sent[h]
+            assert {r["hostname"] for r in recs} == {h}
+            assert {r["operation"] for r in recs} == {"CreateBucket", "PutObject", "GetObject"}
+    finally:
+        cap.terminate()
+        cap.wait(10)
+        for c in clients.values():
+            c.close()
+        for col in cols:
+            col.stop()
+        agg.stop()
+    wire = (tmp_path / "wire.pcap").read_bytes()
+    assert len(wire) > 10_000, "the capture saw no traffic: the eavesdropper test proves nothing"
+    for h, c in clients.items():
+        bucket = by_host[h][0]["bucket"].encode()
+        assert bucket not in wire
+    assert b"Host:" not in wire and b"HTTP/1.1" not in wire
+
+
+def test_unknown_collector_key_is_refused(tmp_path, keys, moto_http):
+    need_root_bpf()
+    port = free_port()
+    agg = _curve_aggregator(tmp_path, keys, port)
+    client = GatedClient(moto_http.url, f"intr-{uuid.uuid4().hex[:6]}")
+    col = _curve_collector(tmp_path, keys, "intruder", port, client.pid)
+    try:
+        client.burst(1)
+        wait_until(lambda: "refused collector" in agg.err(), 15, "the refusal to be logged")
+        time.sleep(1.0)
+        assert [r for r in agg.records() if r["pid"] == client.pid] == []
+        assert col.proc.poll() is None, "a refused collector keeps tracing"
+    finally:
+        client.close()
+        col.stop()
+        agg.stop()
+
+
+def test_plain_tcp_needs_insecure(tmp_path):
+    r = subprocess.run([S3SLOWER, "aggregator", "--bind", "tcp://127.0.0.1:1", "--allow-root"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert r.stderr.count("\n") == 1 and "--insecure" in r.stderr
