@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from typing import Optional
 
 import click
@@ -145,19 +146,24 @@ def _require_root(what: str) -> None:
 
 def _run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
                    on_ready, should_stop, ringbuf_pages: int = 0,
-                   curve=None, group: Optional[str] = None, record_to=None) -> None:
+                   curve=None, group: Optional[str] = None, record_to=None,
+                   buffer_messages: Optional[int] = None,
+                   buffer_bytes: Optional[int] = None) -> None:
     import zmq
 
     from s3slower.collector import hostprep
     from s3slower.collector.probes import DEFAULT_RINGBUF_PAGES, ProgramOptions, Probes
-    from s3slower.collector.publisher import Publisher, default_hostname
+    from s3slower.collector.publisher import (MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Publisher,
+                                              default_hostname)
     from s3slower.collector.service import Collector
 
     hostprep.prepare()
     ctx = zmq.Context.instance()
     offset = time.time_ns() - time.monotonic_ns()
     publisher = Publisher(ctx, endpoint, bind=bind, hostname=hostname or default_hostname(),
-                          wall_offset_ns=offset, curve=curve, record_to=record_to)
+                          wall_offset_ns=offset, curve=curve, record_to=record_to,
+                          max_messages=buffer_messages or MAX_OUTBOX_MESSAGES,
+                          max_bytes=buffer_bytes or MAX_OUTBOX_BYTES)
     if bind and endpoint.startswith("ipc://") and group:
         _chgrp(endpoint[len("ipc://"):], group)
     opts = ProgramOptions(trace_all=selection.trace_all, self_pid=os.getpid(),
@@ -166,8 +172,12 @@ def _run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str]
     try:
         col.run(should_stop, on_ready)
     finally:
+        lost = col.probes.lost_counts()
         col.probes.close()
         publisher.close()
+    lost["collector_outbox"] = publisher.statistics().dropped_events
+    _summary("collector", {**asdict(col.statistics()), **asdict(publisher.statistics()),
+                           "lost": lost})
 
 
 def _chgrp(path: str, group: str) -> None:
@@ -176,6 +186,12 @@ def _chgrp(path: str, group: str) -> None:
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
     except KeyError:
         pass
+
+
+def _summary(who: str, fields: dict) -> None:
+    """One machine-readable line on stderr at exit: what was done and lost."""
+    import json
+    click.echo(f"s3slower {who} stopped: {json.dumps(fields, sort_keys=True)}", err=True)
 
 
 class _StopFlag:
@@ -203,12 +219,17 @@ class _StopFlag:
               help="The aggregator's public .key file.")
 @click.option("--insecure", is_flag=True, help="Allow plain TCP without CurveZMQ.")
 @_selection_options
+@click.option("--buffer-messages", type=click.IntRange(min=1), default=None,
+              help="Messages held while the aggregator is away (default 20000).")
+@click.option("--buffer-mb", type=click.IntRange(min=1), default=None,
+              help="Megabytes held while the aggregator is away (default 128).")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False),
               help="Also write every published message to this file (mode 0600).")
 @click.option("--ringbuf-pages", type=int, default=0, hidden=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def collector(bind, connect, hostname, curve_secret_key, curve_server_key, insecure, pids,
-              watch, targets_file, mode, record_path, ringbuf_pages, debug):
+              watch, targets_file, mode, buffer_messages, buffer_mb, record_path,
+              ringbuf_pages, debug):
     """The privileged half: load BPF, attach, publish events."""
     from s3slower.keys import collector_curve
     if bool(bind) == bool(connect):
@@ -231,7 +252,8 @@ def collector(bind, connect, hostname, curve_secret_key, curve_server_key, insec
         record_to = os.fdopen(fd, "wb")
     _run_collector(endpoint, bool(bind), _selection(pids, watch, targets_file), hostname,
                    ready, stop, ringbuf_pages, curve=curve, group=SERVICE_USER,
-                   record_to=record_to)
+                   record_to=record_to, buffer_messages=buffer_messages,
+                   buffer_bytes=buffer_mb * 1024 * 1024 if buffer_mb else None)
 
 
 # --------------------------------------------------------------------------
@@ -319,6 +341,10 @@ def aggregator(connects, binds, output, min_latency, prometheus, port, host, log
         agg.run(should_stop, ready)
     finally:
         sub.close()
+    st = agg.pipeline.statistics()
+    _summary("aggregator", {"messages": st.messages, "events": st.events, "records": st.records,
+                            "errors": st.errors, "lost": st.lost,
+                            "collectors_refused": sub.refused()})
 
 
 # --------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Socket semantics: PULL fair-queues many collectors' PUSH sockets.
 RCVHWM bounds what ZeroMQ buffers on our side; beyond it back-pressure
 reaches the collectors, whose outboxes are bounded and counted.  MAXMSGSIZE
-makes ZeroMQ drop (and disconnect) a peer sending oversized frames before
-they are ever allocated here; LINGER=0 so exit never waits.
+makes ZeroMQ drop (and disconnect) a peer sending absurd frames before they
+are ever allocated here; LINGER=0 so exit never waits.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from s3slower.aggregator.auth import KeyAuthenticator
 from s3slower.common.protocol import MAX_MESSAGE_BYTES
 
 RCVHWM = 1_000
+# Frames up to this size reach the decoder, which rejects (and counts) any
+# over MAX_MESSAGE_BYTES; larger ones ZeroMQ drops with the connection.
+MAX_TRANSPORT_BYTES = 4 * MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Subscriber:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, RCVHWM)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_TRANSPORT_BYTES)
         if curve:
             self.sock.curve_server = True
             self.sock.curve_publickey = curve.public

@@ -71,3 +71,10 @@ class GatedClient:
             self.proc.stdin.write("quit\n")
             self.proc.stdin.flush()
             self.proc.wait(20)
+
+
+def summary(proc: Proc, who: str) -> dict:
+    """The machine-readable line a stopped collector/aggregator prints."""
+    tag = f"s3slower {who} stopped: "
+    line = [l for l in proc.err().splitlines() if l.startswith(tag)][-1]
+    return json.loads(line[len(tag):])

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from conftest import free_port, need_root_bpf, wait_until
-from fleet import S3SLOWER, GatedClient, aggregator, collector
+from fleet import S3SLOWER, GatedClient, aggregator, collector, summary
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +100,93 @@ def test_plain_tcp_needs_insecure(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert r.stderr.count("\n") == 1 and "--insecure" in r.stderr
+
+
+def _insecure_agg(tmp, name, port):
+    return aggregator(tmp, name, ["--bind", f"tcp://127.0.0.1:{port}", "--allow-root",
+                                  "--insecure"])
+
+
+def _records_of(agg, pid):
+    return [r for r in agg.records() if r["pid"] == pid]
+
+
+def test_aggregator_outage_buffered_then_bounded_and_counted(tmp_path, moto_http):
+    need_root_bpf()
+    port = free_port()
+    aggs = [_insecure_agg(tmp_path, "agg1", port)]
+    client = GatedClient(moto_http.url, f"out-{uuid.uuid4().hex[:6]}")
+    col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}", "--insecure",
+                                      "--pid", str(client.pid), "--buffer-messages", "40"])
+    try:
+        n1 = client.burst(3)["requests"]
+        wait_until(lambda: len(_records_of(aggs[0], client.pid)) == n1, 20, "phase 1 records")
+        aggs[0].stop()
+        # within the bound: the outage's requests arrive after reconnect
+        n2 = client.burst(3)["requests"]
+        time.sleep(2.5)   # the outage lasts a few seconds; heartbeats queue too
+        aggs.append(_insecure_agg(tmp_path, "agg2", port))
+        wait_until(lambda: len(_records_of(aggs[1], client.pid)) == n2, 20,
+                   "the outage's requests after reconnect")
+        # beyond the bound: dropped and counted, never blocking the collector
+        aggs[1].stop()
+        n3 = client.burst(60)["requests"]
+        aggs.append(_insecure_agg(tmp_path, "agg3", port))
+        time.sleep(3)
+        assert col.proc.poll() is None, "the collector stays up through the outage"
+    finally:
+        client.close()
+        col.stop()
+        time.sleep(1)
+        for a in aggs:
+            a.stop()
+    c = summary(col, "collector")
+    a = [summary(x, "aggregator") for x in aggs]
+    assert 0 < len(_records_of(aggs[2], client.pid)) < n3
+    assert c["dropped_events"] > 0
+    assert a[2]["lost"]["collector_outbox"] == c["dropped_events"]
+    # every event the collector drained was delivered to some aggregator or counted lost
+    assert sum(x["events"] for x in a) + c["dropped_events"] == c["events"]
+
+
+def test_garbage_is_counted_and_traffic_still_flows(tmp_path, moto_http):
+    import msgpack
+    import zmq
+
+    from s3slower.common import protocol
+    need_root_bpf()
+    port = free_port()
+    agg = _insecure_agg(tmp_path, "agg", port)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    good = protocol.encode(protocol.Message(protocol.MsgKind.HELLO, "g", 1, 0, 0, {"pid": 1}))
+    bad = [b"", b"\x00garbage\xff", good[:-4], msgpack.packb([9, 1, "g", 1, 0, 0, {}]),
+           msgpack.packb([1, 2, "g", 1, 1, 0, {"events": [b"\x00" * 10]}]),
+           b"\x93" + b"\x00" * (protocol.MAX_MESSAGE_BYTES + 10)]
+    for frame in bad:
+        push.send(frame)
+    with socket_raw(port) as raw:      # not even ZMTP
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n" * 100)
+    push.close()
+    ctx.term()
+    client = GatedClient(moto_http.url, f"gb-{uuid.uuid4().hex[:6]}")
+    col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}", "--insecure",
+                                      "--pid", str(client.pid)])
+    try:
+        n = client.burst(2)["requests"]
+        wait_until(lambda: len(_records_of(agg, client.pid)) == n, 20, "real records")
+        assert agg.proc.poll() is None
+    finally:
+        client.close()
+        col.stop()
+        agg.stop()
+    s = summary(agg, "aggregator")
+    # 5 frames fail to decode; the EVENTS one decodes but its record is malformed
+    assert s["lost"]["malformed"] == len(bad)
+
+
+def socket_raw(port):
+    import socket
+    return socket.create_connection(("127.0.0.1", port))
