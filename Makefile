@@ -11,10 +11,11 @@ dev:
 run: dev
 	$(S3SLOWER) run $(ARGS)
 
+# Every tests/setup-*.sh installs what one group of tests needs (idempotent).
 test:
 	@packaging/setup-host.sh --test
-	@tests/setup-test-tools.sh
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	@for s in tests/setup-*.sh; do bash "$$s" || exit 1; done
+	$(VENV)/bin/python -m pytest -q -rs $(ARGS)
 
 test-unit:
 	$(VENV)/bin/python -m pytest -q -m "not e2e" $(ARGS)
