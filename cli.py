@@ -336,6 +336,8 @@ def aggregator(connects, binds, output, min_latency, prometheus, port, host, log
     def ready():
         from s3slower.sdnotify import notify
         notify("READY=1")
+        if not exit_on_bye:   # under `run`, the parent says ready for both
+            click.echo("s3slower aggregator: ready", err=True)
 
     try:
         agg.run(should_stop, ready)

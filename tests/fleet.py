@@ -42,7 +42,11 @@ class Proc:
 
 
 def aggregator(tmp: Path, name: str, args: list[str]) -> Proc:
-    return Proc([S3SLOWER, "aggregator", "--output", "json", "--no-log", *args], tmp, name)
+    p = Proc([S3SLOWER, "aggregator", "--output", "json", "--no-log", *args], tmp, name)
+    wait_until(lambda: "ready" in p.err() or p.proc.poll() is not None, 60,
+               f"aggregator {name} to be ready")
+    assert p.proc.poll() is None, p.err()
+    return p
 
 
 def collector(tmp: Path, name: str, args: list[str]) -> Proc:

@@ -65,7 +65,7 @@ def check(tracer, calls: list[Call], tls: str) -> None:
 def expected(pid_of, bucket: str, timings: list[float]) -> list[Call]:
     key = "dir/obj 1.bin"
     rows = [
-        ("CreateBucket", "", 200, None, None),
+        ("CreateBucket", "", 200, 0, 0),
         ("PutObject", key, 200, BODY_SIZE, 0),
         ("GetObject", key, 200, 0, BODY_SIZE),
         ("HeadObject", key, 200, 0, 0),

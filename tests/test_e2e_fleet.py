@@ -47,10 +47,12 @@ def test_two_hosts_one_aggregator_over_curve(tmp_path, keys, moto_http):
     clients = {h: GatedClient(moto_http.url, f"{h}-{uuid.uuid4().hex[:6]}")
                for h in ("host-a", "host-b")}
     cols = [_curve_collector(tmp_path, keys, h, port, c.pid) for h, c in clients.items()]
-    cap = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(tmp_path / "wire.pcap"),
-                            f"tcp port {port}"], stderr=subprocess.DEVNULL)
+    cap_err = open(tmp_path / "tcpdump.err", "w")
+    cap = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-w", str(tmp_path / "wire.pcap"),
+                            f"tcp port {port}"], stderr=cap_err)
     try:
-        time.sleep(1.0)  # tcpdump has no readiness signal; it must see the traffic
+        wait_until(lambda: "listening on" in (tmp_path / "tcpdump.err").read_text(), 15,
+                   "tcpdump to listen")
         sent = {h: c.burst(3)["requests"] for h, c in clients.items()}
         for h, c in clients.items():
             wait_until(lambda: len([r for r in agg.records() if r["pid"] == c.pid]) >= sent[h],
@@ -70,7 +72,9 @@ def test_two_hosts_one_aggregator_over_curve(tmp_path, keys, moto_http):
             col.stop()
         agg.stop()
     wire = (tmp_path / "wire.pcap").read_bytes()
-    assert len(wire) > 10_000, "the capture saw no traffic: the eavesdropper test proves nothing"
+    # 14 requests and responses carry well over 14 * 300 bytes of heads: a
+    # capture smaller than that missed the traffic and would prove nothing
+    assert len(wire) > 14 * 300, "the capture saw no traffic"
     for h, c in clients.items():
         bucket = by_host[h][0]["bucket"].encode()
         assert bucket not in wire
@@ -117,7 +121,7 @@ def test_aggregator_outage_buffered_then_bounded_and_counted(tmp_path, moto_http
     aggs = [_insecure_agg(tmp_path, "agg1", port)]
     client = GatedClient(moto_http.url, f"out-{uuid.uuid4().hex[:6]}")
     col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}", "--insecure",
-                                      "--pid", str(client.pid), "--buffer-messages", "40"])
+                                      "--pid", str(client.pid), "--buffer-messages", "12"])
     try:
         n1 = client.burst(3)["requests"]
         wait_until(lambda: len(_records_of(aggs[0], client.pid)) == n1, 20, "phase 1 records")

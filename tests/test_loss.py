@@ -34,7 +34,7 @@ def test_collector_restart_is_not_loss():
     p.handle(_msg(0, instance=2), 0)   # new instance, same host: a restart
     p.handle(_msg(1, instance=2), 0)
     lost = p.statistics().lost
-    assert lost.get("transport") == 4998   # the gap inside instance 1 only
+    assert lost.get("transport") == 4999   # seqs 1..4999 of instance 1
     assert lost.get("ringbuf") == 4        # the old instance's totals are kept
 
 
