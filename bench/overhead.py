@@ -1,0 +1,317 @@
+"""What tracing costs the clients it watches: a real S3 workload, traced vs not.
+
+Workload: boto3 (bench/s3client.py, comm `s3bclient`) against a fast local
+S3-ish server (bench/s3server.py, plain HTTP and TLS), one request at a time
+on a keep-alive connection:
+  (a) small objects: GetObject and PutObject of 4 KiB, over HTTP and TLS;
+  (b) large objects: GetObject of 32 MiB over TLS (throughput).
+Each case runs for a fixed time untraced and traced, alternately (the order
+flips every round), under `s3slower run` tracing everything ("all") and
+tracing only the client (`--watch s3bclient`).
+
+Figures per case and mode:
+  * throughput ratio traced / untraced (target >= 0.97 over plain HTTP, and
+    over TLS with --watch);
+  * added time per request, from the wall clock (noisy on a shared 2-core
+    machine) and from the kernel's BPF run statistics (bpf_stats_enabled):
+    hits of each probe type per request x the measured cost of an *empty*
+    probe hit (the floor) + the time our programs ran beyond an empty
+    program's.  Target: bpf-derived added time <= 1.5 x floor.
+Probe hits are counted in the collector's own programs (fdinfo run_cnt), so
+with "all" they include the server's library calls and syscalls; the rate
+of hits while idle (other processes on the machine) is measured and removed.
+
+    python -m bench overhead
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from bench.harness import (Figure, BenchError, bpf_stats_enabled, build_helper, hits_between,
+                           log, make_cert, median, prog_stats, tracer)
+
+ROUNDS = 3
+SMALL = 4096
+LARGE = 32 * 1024 * 1024
+FLOOR_FACTOR = 1.5
+RATIO_TARGET = 0.97
+CALIBRATION_CALLS = 200_000
+IDLE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    tls: bool
+    op: str
+    size: int
+    seconds: float
+
+    @property
+    def large(self) -> bool:
+        return self.size >= LARGE
+
+
+CASES = (
+    Case("GET 4KiB http", False, "get", SMALL, 3.0),
+    Case("PUT 4KiB http", False, "put", SMALL, 3.0),
+    Case("GET 4KiB tls", True, "get", SMALL, 3.0),
+    Case("PUT 4KiB tls", True, "put", SMALL, 3.0),
+    Case("GET 32MiB tls", True, "get", LARGE, 4.0),
+)
+MODES = {"all": [], "watch": ["--watch", "s3bclient"]}
+
+
+# --------------------------------------------------------------------------
+# the floor: what an empty probe hit costs on this machine
+
+EMPTY_TP = """
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_exit_getppid) { return 0; }
+"""
+EMPTY_UPROBE = """
+int empty_enter(struct pt_regs *ctx) { return 0; }
+int empty_return(struct pt_regs *ctx) { return 0; }
+"""
+
+
+@dataclass(frozen=True)
+class Floor:
+    uprobe_hit_ns: float      # per program run, uprobe + uretprobe on one function / 2
+    uprobe_single_ns: float   # one uprobe alone on a function
+    tp_hit_ns: float          # per program run, sys_enter + sys_exit on one syscall / 2
+    uprobe_empty_run_ns: float
+    tp_empty_run_ns: float
+
+
+def _fd_stats(fd: int) -> tuple[int, int]:
+    kv = dict(line.split(":", 1) for line in open(f"/proc/self/fdinfo/{fd}").read().splitlines()
+              if ":" in line)
+    return int(kv["run_cnt"]), int(kv["run_time_ns"])
+
+
+def calibrate() -> Floor:
+    from s3slower.collector import hostprep
+    hostprep.prepare()
+    from bcc import BPF
+    exe = build_helper()
+    p = subprocess.Popen([exe, "probe", str(CALIBRATION_CALLS)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        if p.stdout.readline().strip() != "ready":
+            raise BenchError("s3bgen probe did not start")
+
+        def go(k: int = 5) -> tuple[float, float]:
+            calls, sys_ = [], []
+            for _ in range(k):
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                a, b = p.stdout.readline().split()
+                calls.append(float(a.split("=")[1]))
+                sys_.append(float(b.split("=")[1]))
+            return median(calls), median(sys_)
+
+        base_call, base_sys = go()
+        b = BPF(text=EMPTY_TP)
+        try:
+            _, tp_sys = go()
+            runs = [_fd_stats(f.fd) for f in b.funcs.values()]
+        finally:
+            b.cleanup()
+        tp_cnt = sum(r[0] for r in runs)
+        tp_rt = sum(r[1] for r in runs) / max(tp_cnt, 1)
+        b = BPF(text=EMPTY_UPROBE)
+        try:
+            b.attach_uprobe(name=exe.encode(), sym=b"s3b_target", fn_name=b"empty_enter",
+                            pid=p.pid)
+            single, _ = go(3)
+            b.attach_uretprobe(name=exe.encode(), sym=b"s3b_target", fn_name=b"empty_return",
+                               pid=p.pid)
+            pair, _ = go(3)
+            runs = [_fd_stats(b.load_func(n, BPF.KPROBE).fd)
+                    for n in (b"empty_enter", b"empty_return")]
+        finally:
+            b.cleanup()
+        up_cnt = sum(r[0] for r in runs)
+        up_rt = sum(r[1] for r in runs) / max(up_cnt, 1)
+    finally:
+        p.kill()
+        p.wait(5)
+    f = Floor(uprobe_hit_ns=(pair - base_call) / 2, uprobe_single_ns=single - base_call,
+              tp_hit_ns=(tp_sys - base_sys) / 2, uprobe_empty_run_ns=up_rt,
+              tp_empty_run_ns=tp_rt)
+    log(f"floor: empty uprobe {f.uprobe_single_ns / 1000:.2f} us alone, "
+        f"{f.uprobe_hit_ns / 1000:.2f} us per hit of an entry+return pair; empty tracepoint "
+        f"{f.tp_hit_ns / 1000:.3f} us per hit (syscall {base_sys:.0f} ns untraced)")
+    return f
+
+
+# --------------------------------------------------------------------------
+# the workload
+
+class Workload:
+    """Two servers (HTTP, TLS) and one client driver, started once."""
+
+    def __init__(self):
+        self.cert, key = make_cert()
+        py = sys.executable
+        self.procs = []
+        self.http = self._server([py, "-m", "bench.s3server"])
+        self.https = self._server([py, "-m", "bench.s3server", "--cert", self.cert,
+                                   "--key", key])
+        self.client = subprocess.Popen([py, "-m", "bench.s3client"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, cwd=_root())
+        self.procs.append(self.client)
+        ready = json.loads(self.client.stdout.readline())
+        self.client_pid = ready["ready"]
+
+    def _server(self, args) -> str:
+        p = subprocess.Popen(args + ["--port", "0"], stdout=subprocess.PIPE, text=True,
+                             cwd=_root())
+        self.procs.append(p)
+        line = p.stdout.readline().split()
+        if not line or line[0] != "port":
+            raise BenchError("the bench S3 server did not start")
+        return line[1]
+
+    def run(self, case: Case) -> dict:
+        url = f"https://127.0.0.1:{self.https}" if case.tls else f"http://127.0.0.1:{self.http}"
+        cmd = {"url": url, "ca": self.cert if case.tls else None, "op": case.op,
+               "size": case.size, "seconds": case.seconds}
+        self.client.stdin.write(json.dumps(cmd) + "\n")
+        self.client.stdin.flush()
+        line = self.client.stdout.readline()
+        if not line:
+            raise BenchError("the bench client died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(5)
+
+
+def _root() -> str:
+    from bench.harness import ROOT
+    return str(ROOT)
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    up_cnt: int = 0
+    up_ns: int = 0
+    tp_cnt: int = 0
+    tp_ns: int = 0
+    rounds: list = field(default_factory=list)
+
+    def add(self, r: dict) -> None:
+        self.requests += r["requests"]
+        self.seconds += r["seconds"]
+        self.bytes += r["bytes"]
+        self.rounds.append(r["requests"] / r["seconds"])
+
+    @property
+    def s_per_req(self) -> float:
+        return self.seconds / max(self.requests, 1)
+
+
+def _traced_round(w: Workload, mode_args: list[str], tallies: dict) -> dict:
+    with tracer(mode_args) as t:
+        s0 = prog_stats(t.pid)
+        time.sleep(IDLE_S)
+        s1 = prog_stats(t.pid)
+        idle = hits_between(s0, s1)
+        for case in CASES:
+            a = prog_stats(t.pid)
+            r = w.run(case)
+            h = hits_between(a, prog_stats(t.pid))
+            k = r["seconds"] / IDLE_S
+            tl = tallies[case.name]
+            tl.add(r)
+            tl.up_cnt += max(h.uprobe_cnt - int(idle.uprobe_cnt * k), 0)
+            tl.up_ns += max(h.uprobe_ns - int(idle.uprobe_ns * k), 0)
+            tl.tp_cnt += max(h.tp_cnt - int(idle.tp_cnt * k), 0)
+            tl.tp_ns += max(h.tp_ns - int(idle.tp_ns * k), 0)
+    return t.summary("collector")
+
+
+def run(quick: bool = False) -> list[Figure]:
+    rounds = 1 if quick else ROUNDS
+    figures: list[Figure] = []
+    with bpf_stats_enabled():
+        floor = calibrate()
+        figures.append(Figure("floor: empty uprobe hit (alone)", floor.uprobe_single_ns / 1000,
+                              "us"))
+        figures.append(Figure("floor: empty uprobe hit (entry+return pair, per hit)",
+                              floor.uprobe_hit_ns / 1000, "us"))
+        figures.append(Figure("floor: empty syscall tracepoint hit", floor.tp_hit_ns / 1000,
+                              "us"))
+        w = Workload()
+        try:
+            for mode, args in MODES.items():
+                base = {c.name: Tally() for c in CASES}
+                traced = {c.name: Tally() for c in CASES}
+                lost = {}
+                for rnd in range(rounds):
+                    order = ("untraced", "traced") if rnd % 2 == 0 else ("traced", "untraced")
+                    for which in order:
+                        if which == "untraced":
+                            for case in CASES:
+                                base[case.name].add(w.run(case))
+                        else:
+                            lost = _traced_round(w, args, traced).get("lost", {})
+                    log(f"overhead [{mode}] round {rnd + 1}/{rounds} done; collector lost {lost}")
+                figures += _figures(mode, floor, base, traced)
+        finally:
+            w.close()
+    return figures
+
+
+def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
+    out = []
+    for case in CASES:
+        b, t = base[case.name], traced[case.name]
+        if case.large:
+            ratio = (t.bytes / t.seconds) / (b.bytes / b.seconds)
+        else:
+            ratio = (t.requests / t.seconds) / (b.requests / b.seconds)
+        added_wall_us = (t.s_per_req - b.s_per_req) * 1e6
+        n = max(t.requests, 1)
+        up_hits, tp_hits = t.up_cnt / n, t.tp_cnt / n
+        floor_us = (up_hits * floor.uprobe_hit_ns + tp_hits * floor.tp_hit_ns) / 1000
+        extra_run_us = ((t.up_ns - t.up_cnt * floor.uprobe_empty_run_ns)
+                        + (t.tp_ns - t.tp_cnt * floor.tp_empty_run_ns)) / n / 1000
+        added_bpf_us = floor_us + extra_run_us
+        floor_ratio = b.s_per_req / (b.s_per_req + floor_us / 1e6)
+        ratio_target = (not case.tls) or mode == "watch"
+        unit = "MB/s" if case.large else "req/s"
+        rate_b = (b.bytes / b.seconds / 1e6) if case.large else b.requests / b.seconds
+        rate_t = (t.bytes / t.seconds / 1e6) if case.large else t.requests / t.seconds
+        log(f"overhead [{mode}] {case.name}: {rate_b:,.1f} -> {rate_t:,.1f} {unit} "
+            f"(ratio {ratio:.3f}; rounds untraced {[round(x) for x in b.rounds]} traced "
+            f"{[round(x) for x in t.rounds]}); added {added_wall_us:.1f} us/req wall, "
+            f"{added_bpf_us:.1f} us/req bpf; hits/req uprobe {up_hits:.1f} tracepoint "
+            f"{tp_hits:.1f}; floor {floor_us:.1f} us/req (floor ratio {floor_ratio:.3f})")
+        what = "throughput" if case.large else "req/s"
+        out.append(Figure(
+            f"overhead {case.name} [{mode}]: {what} ratio", ratio, "",
+            f">= {RATIO_TARGET}" if ratio_target else "",
+            (ratio >= RATIO_TARGET) if ratio_target else None,
+            note=f"{rate_b:,.1f} -> {rate_t:,.1f} {unit}; wall-clock added "
+                 f"{added_wall_us:.1f} us/request; floor alone gives ratio {floor_ratio:.3f}"))
+        out.append(Figure(
+            f"overhead {case.name} [{mode}]: added us/request (bpf_stats)", added_bpf_us, "us",
+            f"<= {FLOOR_FACTOR} x floor = {FLOOR_FACTOR * floor_us:.1f} us",
+            added_bpf_us <= FLOOR_FACTOR * floor_us,
+            note=f"per request: {up_hits:.1f} uprobe hits + {tp_hits:.1f} tracepoint hits "
+                 f"= floor {floor_us:.1f} us; programs ran {extra_run_us:.2f} us beyond empty"))
+    return out
