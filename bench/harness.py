@@ -261,6 +261,9 @@ def build_helper() -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     exe = out_dir / "s3bgen"
     if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        import shutil
+        if shutil.which("gcc") is None:
+            subprocess.run(["apt-get", "install", "-y", "-q", "gcc"], capture_output=True)
         r = subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(src)],
                            capture_output=True, text=True)
         if r.returncode != 0:

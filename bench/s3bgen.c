@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -226,12 +228,25 @@ static int request(int s, long i, char *rbuf)
 
 static int mode_conns(long nconn)
 {
-    struct rlimit rl = {2 * nconn + 256, 2 * nconn + 256};
-    if (setrlimit(RLIMIT_NOFILE, &rl))
-        die("setrlimit");
+    /* client and server each hold nconn sockets: two processes, so that
+     * each fits under a hard RLIMIT_NOFILE of ~2 x nconn */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < (rlim_t)nconn + 64) {
+        fprintf(stderr, "s3bgen: RLIMIT_NOFILE %lu < %ld connections\n",
+                (unsigned long)rl.rlim_cur, nconn + 64);
+        return 1;
+    }
     int port, ls = listener(&port);
-    pthread_t th;
-    pthread_create(&th, 0, serve, (void *)(intptr_t)ls);
+    pid_t server = fork();
+    if (server == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        serve((void *)(intptr_t)ls);
+        _exit(0);
+    }
+    close(ls);
     int *fds = calloc(nconn, sizeof(int));
     char rbuf[RESPONSE_LEN + 1];
     for (long i = 0; i < nconn; i++) {

@@ -1,0 +1,63 @@
+"""`python -m bench [NAME ...] [--quick]`: run the benches, print one table.
+
+NAME is any of startup, collector, aggregator, memory, overhead (default:
+all, in that order; about 8-10 minutes on the 2-core reference machine).
+Progress and the detailed per-step figures go to stderr; the table (figure,
+value, target, met?) goes to stdout.  Exit status 0 when every target is met,
+1 otherwise.  Needs root (BPF) and gcc (bench/s3bgen.c).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import traceback
+
+from bench.harness import BenchError, Figure, ensure_py_spy, log, print_table, shimmed
+
+BENCHES = ("startup", "collector", "aggregator", "memory", "overhead")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"benches to run (default all: {', '.join(BENCHES)})")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer rounds and requests: a smoke run, not the figures")
+    a = ap.parse_args(argv)
+    unknown = [n for n in a.names if n not in BENCHES]
+    if unknown:
+        ap.error(f"unknown bench {unknown[0]!r} (choose from {', '.join(BENCHES)})")
+    if os.geteuid() != 0:
+        print("python -m bench: needs root (it loads BPF programs)", file=sys.stderr)
+        return 2
+    ensure_py_spy()
+    figures: list[Figure] = []
+    t0 = time.monotonic()
+    for name in a.names or BENCHES:
+        log(f"--- {name}")
+        t = time.monotonic()
+        mod = importlib.import_module(f"bench.{name}")
+        try:
+            figures += mod.run(quick=a.quick)
+        except (BenchError, OSError) as exc:
+            traceback.print_exc()
+            figures.append(Figure(f"{name}: could not run", None, "", "runs", False,
+                                  note=str(exc)))
+        log(f"--- {name} took {time.monotonic() - t:.0f}s")
+    print()
+    print_table(figures)
+    missing = shimmed()
+    if missing:
+        print(f"\nNOTE: the tree lacks {', '.join(missing)}; bench/_shim stood in for "
+              "them, so aggregator figures do not include their cost.")
+    met = all(f.met is not False for f in figures)
+    print(f"\n{sum(f.met is True for f in figures)} targets met, "
+          f"{sum(f.met is False for f in figures)} missed, in {time.monotonic() - t0:.0f}s")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
