@@ -21,6 +21,7 @@ test-unit:
 	$(VENV)/bin/python -m pytest -q -m "not e2e" $(ARGS)
 
 bench: dev
+	@$(VENV)/bin/python -m pip install -q py-spy || echo "py-spy not installed: benches run without profiles"
 	$(VENV)/bin/python -m bench $(ARGS)
 
 clean:
