@@ -1,0 +1,401 @@
+"""Reliability: the bad days are boring (issue 8).
+
+* a traced process killed in the middle of a request leaves no state behind,
+  in the kernel maps, the collector or the aggregator;
+* 10,000 short-lived traced processes (real curl) are each seen, recorded and
+  forgotten;
+* a soak at a steady rate keeps both processes' memory flat
+  (S3SLOWER_SOAK_S seconds, default 120; the CI budget allows it);
+* a ring buffer too small for the records is survived, and every dropped
+  record is counted.
+
+All need root and real BPF (e2e).  Every wait has a deadline; every load
+loop is bounded in count and time; traffic stays on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import Tracer, VENV_BIN, need_root_bpf, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SOAK_S = float(os.environ.get("S3SLOWER_SOAK_S", "120"))
+SOAK_RATE = 100                 # requests per second, steady
+SHORT_LIVED = 10_000
+SHORT_LIVED_DEADLINE_S = 300
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    body = b"0123456789abcdef" * 4
+
+    def _reply(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("ETag", '"r"')
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(self.body)
+
+    do_GET = do_PUT = do_HEAD = _reply
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child_pids(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+
+
+def summary(text: str, who: str) -> dict:
+    tag = f"s3slower {who} stopped: "
+    for line in reversed(text.splitlines()):
+        if line.startswith(tag):
+            return json.loads(line[len(tag):])
+    return {}
+
+
+def json_lines(path: Path, pids: set[int]) -> list[dict]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("{"):
+                r = json.loads(line)
+                if r["pid"] in pids:
+                    out.append(r)
+    return out
+
+
+# A client that waits for "go", sends one request head, then blocks reading
+# a response that never comes (until killed).
+HANGING_CLIENT = r"""
+import socket, sys
+port = int(sys.argv[1])
+sys.stdin.readline()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET /bucket/hanging-key HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+print("sent", flush=True)
+s.recv(100)
+"""
+
+
+# --------------------------------------------------------------------------
+# 1. killed mid-request
+
+def test_process_killed_mid_request_leaves_no_state():
+    need_root_bpf()
+    import zmq
+
+    from s3slower.aggregator.pipeline import Pipeline
+    from s3slower.collector import hostprep
+    from s3slower.collector.probes import ProgramOptions, Probes
+    from s3slower.collector.publisher import Publisher
+    from s3slower.collector.service import Collector
+    from s3slower.common import protocol
+    from s3slower.common.targets import Selection
+
+    hostprep.prepare()
+    silent = socket.create_server(("127.0.0.1", 0))   # accepts, never answers
+    port = silent.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    child = subprocess.Popen([sys.executable, "-c", HANGING_CLIENT, str(port)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.bind("inproc://reliability")
+    pub = Publisher(ctx, "inproc://reliability", bind=False, hostname="t", wall_offset_ns=0)
+    opts = ProgramOptions(trace_all=False, self_pid=os.getpid())
+    col = Collector(lambda cb: Probes(opts, cb), pub, Selection.build(pids=(child.pid,)))
+    pipeline = Pipeline()
+    records = []
+    stop = threading.Event()
+    ready = threading.Event()
+    th = threading.Thread(target=col.run, args=(stop.is_set, ready.set), daemon=True)
+    th.start()
+
+    def pump():
+        while pull.poll(0):
+            msg = protocol.decode(pull.recv())
+            records.extend(pipeline.handle(msg, time.time_ns()))
+        return True
+
+    def child_conns():
+        return [k for k in col.probes.bpf[b"conns"].keys() if k.value >> 32 == child.pid]
+
+    try:
+        assert ready.wait(60), "collector not ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "sent"
+        wait_until(lambda: pump() and pipeline.statistics().connections == 1, 10,
+                   "the aggregator to hold the hanging connection")
+        assert child_conns(), "the kernel tracks the child's connection"
+        assert col.statistics().traced_processes == 1
+        # the child is blocked in recv(): inside a traced syscall
+        time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        wait_until(lambda: pump() and any(r.pid == child.pid for r in records)
+                   and pipeline.statistics().connections == 0, 10,
+                   "the aggregator to close the killed process's connection")
+        wait_until(lambda: col.statistics().traced_processes == 0 and not child_conns(), 10,
+                   "the collector to forget the killed process")
+        rec = [r for r in records if r.pid == child.pid]
+        assert len(rec) == 1 and not rec[0].complete and rec[0].key == "hanging-key"
+        st = pipeline.statistics()
+        assert st.connections == 0 and st.processes == 0
+        for name in (b"active_io", b"active_tls", b"active_connect"):
+            left = [k.value for k in col.probes.bpf[name].keys() if k.value == child.pid]
+            assert not left, f"{name.decode()} still holds the killed thread"
+        assert not [k for k in col.probes.bpf[b"traced_pids"].keys() if k.value == child.pid]
+        assert not [k for k in col.probes.bpf[b"ssl_fds"].keys() if k.pid == child.pid]
+    finally:
+        stop.set()
+        th.join(10)
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+        col.probes.close()
+        pub.close()
+        pull.close()
+        ctx.term()
+        silent.close()
+
+
+# --------------------------------------------------------------------------
+# 2. ten thousand short-lived processes
+
+def test_ten_thousand_short_lived_processes(tmp_path, http_server):
+    need_root_bpf()
+    curl = "/usr/bin/curl"
+    if not os.path.exists(curl):
+        pytest.skip("curl is not installed")
+    tracer = Tracer(tmp_path, [])
+    pids: set[int] = set()
+    try:
+        deadline = time.monotonic() + SHORT_LIVED_DEADLINE_S
+        url = f"http://127.0.0.1:{http_server}/bucket/short-"
+
+        def one(i: int) -> int:
+            p = subprocess.Popen([curl, "-s", "-o", "/dev/null", f"{url}{i}"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            p.wait(30)
+            assert p.returncode == 0, f"curl {i} failed"
+            return p.pid
+
+        with ThreadPoolExecutor(4) as ex:
+            for pid in ex.map(one, range(SHORT_LIVED)):
+                pids.add(pid)
+                assert time.monotonic() < deadline, "10,000 processes took too long"
+        wait_until(lambda: len(json_lines(tracer.out_path, pids)) >= SHORT_LIVED, 60,
+                   "a record for every short-lived process")
+    finally:
+        tracer.stop()
+    recs = json_lines(tracer.out_path, pids)
+    assert len(recs) == SHORT_LIVED
+    assert {r["pid"] for r in recs} == pids
+    assert all(r["complete"] and r["status_code"] == 200 and r["comm"] == "curl"
+               for r in recs)
+    err = tracer.err_path.read_text()
+    col, agg = summary(err, "collector"), summary(err, "aggregator")
+    assert col["execs"] >= SHORT_LIVED and col["exits"] >= SHORT_LIVED
+    assert col["traced_processes"] == 0
+    assert not any(col["lost"].values()), col["lost"]
+    assert agg["lost"].get("transport", 0) == 0 and agg["lost"].get("malformed", 0) == 0
+
+
+# --------------------------------------------------------------------------
+# 3. soak at a steady rate: flat memory
+
+SOAK_CLIENT = r"""
+import socket, sys, time
+port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+def conn():
+    return socket.create_connection(("127.0.0.1", port))
+conns = [conn() for _ in range(4)]
+t0 = time.monotonic()
+n = 0
+while n < rate * seconds and time.monotonic() - t0 < seconds + 30:
+    i = n % 4
+    if n % 200 == i:        # churn: every connection is replaced now and then
+        conns[i].close()
+        conns[i] = conn()
+    c = conns[i]
+    c.sendall(b"GET /bucket/soak-%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % n)
+    buf = b""
+    while not (b"\r\n\r\n" in buf and len(buf.split(b"\r\n\r\n", 1)[1]) >= 64):
+        buf += c.recv(4096)
+    n += 1
+    due = t0 + n / rate
+    if due > time.monotonic():
+        time.sleep(due - time.monotonic())
+print(n, flush=True)
+"""
+
+
+def test_soak_steady_rate_memory_stays_flat(tmp_path, http_server):
+    need_root_bpf()
+    tracer = Tracer(tmp_path, [])
+    samples: list[tuple[float, float, float]] = []
+    try:
+        agg = wait_until(lambda: child_pids(tracer.proc.pid), 10, "the aggregator")[0]
+        client = subprocess.Popen([sys.executable, "-c", SOAK_CLIENT, str(http_server),
+                                   str(SOAK_RATE), str(SOAK_S)], stdout=subprocess.PIPE,
+                                  text=True)
+        t0 = time.monotonic()
+        while client.poll() is None and time.monotonic() - t0 < SOAK_S + 60:
+            samples.append((time.monotonic() - t0, rss_mb(tracer.proc.pid), rss_mb(agg)))
+            time.sleep(2)
+        assert client.wait(30) == 0
+        sent = int(client.stdout.read().strip())
+        assert sent == int(SOAK_RATE * SOAK_S)
+        wait_until(lambda: len(json_lines(tracer.out_path, {client.pid})) >= sent, 30,
+                   "every soak request recorded")
+    finally:
+        tracer.stop()
+    recs = json_lines(tracer.out_path, {client.pid})
+    assert len(recs) == sent and all(r["complete"] for r in recs)
+    # flat: after a warm-up fifth, the last fifth is no bigger than the second fifth
+    k = max(len(samples) // 5, 1)
+    for col, name in ((1, "collector"), (2, "aggregator")):
+        early = sorted(s[col] for s in samples[k:2 * k])[len(samples[k:2 * k]) // 2]
+        late = sorted(s[col] for s in samples[-k:])[len(samples[-k:]) // 2]
+        assert late - early <= max(0.03 * early, 3.0), \
+            f"{name} RSS grew from {early:.1f} to {late:.1f} MB: {samples}"
+
+
+# --------------------------------------------------------------------------
+# 4. a full ring buffer is survived and counted
+
+BIG_WRITER = r"""
+import socket, sys
+port = int(sys.argv[1])
+sys.stdin.readline()
+with socket.create_connection(("127.0.0.1", port)) as s:
+    body = b"x" * 80_000
+    s.sendall(b"PUT /bucket/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
+              % len(body))
+    for i in range(0, len(body), 8192):
+        s.sendall(body[i:i + 8192])        # every write: a full 4 KiB capture
+    s.recv(4096)
+    sys.stdin.readline()
+    s.sendall(b"GET /bucket/small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    s.recv(4096)
+print("done", flush=True)
+"""
+
+
+def test_collector_survives_full_ring_buffer_and_counts_the_loss(tmp_path, http_server):
+    need_root_bpf()
+    import zmq
+
+    from s3slower.common import protocol
+    from s3slower.common.protocol import MsgKind
+
+    writer = subprocess.Popen([sys.executable, "-c", BIG_WRITER, str(http_server)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sock = tmp_path / "run" / "collector.sock"
+    err = tmp_path / "collector.err"
+    with open(err, "w") as ef:
+        col = subprocess.Popen([str(VENV_BIN / "s3slower"), "collector", "--bind",
+                                f"ipc://{sock}", "--pid", str(writer.pid), "--ringbuf-pages",
+                                "1", "--hostname", "ringbuf-test"], stderr=ef)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    got: list[bytes] = []
+    lost_seen = [0]
+
+    def drain() -> bool:
+        while pull.poll(0):
+            msg = protocol.decode(pull.recv())
+            if msg.kind is MsgKind.EVENTS:
+                got.extend(e for e in msg.body["events"]
+                           if int.from_bytes(e[24:28], "little") == writer.pid)
+            elif msg.kind is MsgKind.HEARTBEAT:
+                lost_seen[0] = max(lost_seen[0], msg.body["lost"].get("ringbuf", 0))
+        return True
+
+    try:
+        wait_until(lambda: "ready" in err.read_text() or col.poll() is not None, 60,
+                   "the collector to be ready")
+        assert col.poll() is None, err.read_text()
+        pull.connect(f"ipc://{sock}")
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        big_writes = 80_000 // 8192
+        wait_until(lambda: drain() and lost_seen[0] >= big_writes, 10,
+                   "a heartbeat counting the dropped records")
+        before = len(got)
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "done"
+        # the collector is alive and still delivers records that fit
+        wait_until(lambda: drain() and any(b"/bucket/small" in e for e in got[before:]), 10,
+                   "the small request after the overflow")
+        assert col.poll() is None
+    finally:
+        col.send_signal(signal.SIGINT)
+        try:
+            col.wait(20)
+        except subprocess.TimeoutExpired:
+            col.kill()
+            col.wait(5)
+        writer.kill()
+        writer.wait(5)
+        pull.close()
+        ctx.term()
+    assert col.returncode == 0, err.read_text()[-2000:]
+    s = summary(err.read_text(), "collector")
+    assert s["lost"]["ringbuf"] >= big_writes
