@@ -14,12 +14,21 @@ S3SLOWER = str(VENV_BIN / "s3slower")
 CLIENTS = Path(__file__).parent / "clients"
 
 
+LIVE: list["Proc"] = []   # every process started; stop_all() ends the stragglers
+
+
+def stop_all() -> None:
+    while LIVE:
+        LIVE.pop().stop(signal.SIGKILL)
+
+
 class Proc:
     def __init__(self, args: list[str], tmp: Path, name: str, env=None):
         self.out_path, self.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
         self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
         self.proc = subprocess.Popen(args, stdout=self._out, stderr=self._err,
                                      env=env or os.environ.copy())
+        LIVE.append(self)
 
     def err(self) -> str:
         return self.err_path.read_text()
@@ -29,6 +38,8 @@ class Proc:
                 if line.startswith("{")]
 
     def stop(self, sig=signal.SIGTERM) -> int:
+        if self in LIVE:
+            LIVE.remove(self)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -36,8 +47,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self._out.close()
-        self._err.close()
+        if not self._out.closed:
+            self._out.close()
+            self._err.close()
         return self.proc.returncode
 
 

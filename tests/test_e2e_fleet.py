@@ -8,9 +8,15 @@ import uuid
 import pytest
 
 from conftest import free_port, need_root_bpf, wait_until
-from fleet import S3SLOWER, GatedClient, aggregator, collector, summary
+from fleet import S3SLOWER, GatedClient, aggregator, collector, stop_all, summary
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _no_stragglers():
+    yield
+    stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +126,13 @@ def test_aggregator_outage_buffered_then_bounded_and_counted(tmp_path, moto_http
     port = free_port()
     aggs = [_insecure_agg(tmp_path, "agg1", port)]
     client = GatedClient(moto_http.url, f"out-{uuid.uuid4().hex[:6]}")
-    col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}", "--insecure",
-                                      "--pid", str(client.pid), "--buffer-messages", "12"])
+    try:
+        col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}", "--insecure",
+                                          "--pid", str(client.pid), "--buffer-messages", "12"])
+    except BaseException:
+        client.close()
+        aggs[0].stop()
+        raise
     try:
         n1 = client.burst(3)["requests"]
         wait_until(lambda: len(_records_of(aggs[0], client.pid)) == n1, 20, "phase 1 records")
@@ -161,30 +172,34 @@ def test_garbage_is_counted_and_traffic_still_flows(tmp_path, moto_http):
     need_root_bpf()
     port = free_port()
     agg = _insecure_agg(tmp_path, "agg", port)
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 2000)
-    push.connect(f"tcp://127.0.0.1:{port}")
-    good = protocol.encode(protocol.Message(protocol.MsgKind.HELLO, "g", 1, 0, 0, {"pid": 1}))
-    bad = [b"", b"\x00garbage\xff", good[:-4], msgpack.packb([9, 1, "g", 1, 0, 0, {}]),
-           msgpack.packb([1, 2, "g", 1, 1, 0, {"events": [b"\x00" * 10]}]),
-           b"\x93" + b"\x00" * (protocol.MAX_MESSAGE_BYTES + 10)]
-    for frame in bad:
-        push.send(frame)
-    with socket_raw(port) as raw:      # not even ZMTP
-        raw.sendall(b"GET / HTTP/1.1\r\n\r\n" * 100)
-    push.close()
-    ctx.term()
-    client = GatedClient(moto_http.url, f"gb-{uuid.uuid4().hex[:6]}")
-    col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}", "--insecure",
-                                      "--pid", str(client.pid)])
+    client = col = None
     try:
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        good = protocol.encode(protocol.Message(protocol.MsgKind.HELLO, "g", 1, 0, 0,
+                                                {"pid": 1}))
+        bad = [b"", b"\x00garbage\xff", good[:-4], msgpack.packb([9, 1, "g", 1, 0, 0, {}]),
+               msgpack.packb([1, 2, "g", 1, 1, 0, {"events": [b"\x00" * 10]}]),
+               b"\x93" + b"\x00" * (protocol.MAX_MESSAGE_BYTES + 10)]
+        for frame in bad:
+            push.send(frame)
+        with socket_raw(port) as raw:      # not even ZMTP
+            raw.sendall(b"GET / HTTP/1.1\r\n\r\n" * 100)
+        push.close()
+        ctx.term()
+        client = GatedClient(moto_http.url, f"gb-{uuid.uuid4().hex[:6]}")
+        col = collector(tmp_path, "col", ["--connect", f"tcp://127.0.0.1:{port}",
+                                          "--insecure", "--pid", str(client.pid)])
         n = client.burst(2)["requests"]
         wait_until(lambda: len(_records_of(agg, client.pid)) == n, 20, "real records")
         assert agg.proc.poll() is None
     finally:
-        client.close()
-        col.stop()
+        if client:
+            client.close()
+        if col:
+            col.stop()
         agg.stop()
     s = summary(agg, "aggregator")
     # 5 frames fail to decode; the EVENTS one decodes but its record is malformed
