@@ -323,6 +323,14 @@ def profiled(pid: int, name: str, seconds: float) -> Iterator[Path]:
                 p.wait(5)
 
 
+def _frame(fr: str) -> str:
+    """'func (file.py:123)' -> 'func (file.py)': py-spy samples by line; we rank functions."""
+    name, sep, where = fr.rpartition(" (")
+    if not sep:
+        return fr
+    return f"{name} ({where.rsplit(':', 1)[0].rstrip(')')})"
+
+
 def profile_top(path: Path, n: int = 12) -> list[tuple[float, str]]:
     """(share of samples, function) with the most *self* time, from py-spy raw output."""
     counts: dict[str, int] = {}
@@ -335,7 +343,7 @@ def profile_top(path: Path, n: int = 12) -> list[tuple[float, str]]:
         stack, _, cnt = line.rpartition(" ")
         if not stack or not cnt.isdigit():
             continue
-        leaf = stack.split(";")[-1]
+        leaf = _frame(stack.split(";")[-1])
         counts[leaf] = counts.get(leaf, 0) + int(cnt)
         total += int(cnt)
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
@@ -355,7 +363,7 @@ def profile_inclusive(path: Path, n: int = 15) -> list[tuple[float, str]]:
         if not stack or not cnt.isdigit():
             continue
         total += int(cnt)
-        for fr in set(stack.split(";")):
+        for fr in {_frame(f) for f in stack.split(";")}:
             counts[fr] = counts.get(fr, 0) + int(cnt)
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
     return [(c / total, f) for f, c in top] if total else []
@@ -373,3 +381,30 @@ def shimmed() -> list[str]:
         except ImportError:
             out.append(name)
     return out
+
+
+def prog_names() -> dict[int, str]:
+    """prog_id -> name (kernel-truncated), from bpftool when it is installed."""
+    import shutil
+    if shutil.which("bpftool") is None:
+        return {}
+    r = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+    try:
+        return {p["id"]: p.get("name", "?") for p in json.loads(r.stdout or "[]")}
+    except ValueError:
+        return {}
+
+
+def per_program(a: dict[int, ProgStat], b: dict[int, ProgStat], requests: int,
+                names: dict[int, str], top: int = 6) -> str:
+    """The programs that cost most per request: 'name: hits/req x ns/hit = us/req'."""
+    rows = []
+    for pid_, s in b.items():
+        s0 = a.get(pid_, ProgStat(s.prog_type, 0, 0))
+        cnt, ns = s.run_cnt - s0.run_cnt, s.run_time_ns - s0.run_time_ns
+        if cnt:
+            rows.append((ns / max(requests, 1), names.get(pid_, str(pid_)), cnt / max(requests, 1),
+                         ns / cnt))
+    rows.sort(reverse=True)
+    return "; ".join(f"{n}: {c:.1f}/req x {h:,.0f} ns = {u / 1000:.1f} us/req"
+                     for u, n, c, h in rows[:top])

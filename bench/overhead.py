@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.harness import (Figure, BenchError, bpf_stats_enabled, build_helper, hits_between,
-                           log, make_cert, median, prog_stats, tracer)
+                           log, make_cert, median, per_program, prog_names, prog_stats, tracer)
 
 ROUNDS = 3
 SMALL = 4096
@@ -224,8 +224,10 @@ class Tally:
         return self.seconds / max(self.requests, 1)
 
 
-def _traced_round(w: Workload, mode_args: list[str], tallies: dict) -> dict:
+def _traced_round(w: Workload, mode_args: list[str], tallies: dict,
+                  detail: bool = False) -> dict:
     with tracer(mode_args) as t:
+        names = prog_names() if detail else {}
         s0 = prog_stats(t.pid)
         time.sleep(IDLE_S)
         s1 = prog_stats(t.pid)
@@ -233,7 +235,10 @@ def _traced_round(w: Workload, mode_args: list[str], tallies: dict) -> dict:
         for case in CASES:
             a = prog_stats(t.pid)
             r = w.run(case)
-            h = hits_between(a, prog_stats(t.pid))
+            z = prog_stats(t.pid)
+            h = hits_between(a, z)
+            if detail:
+                log(f"  programs, {case.name}: {per_program(a, z, r['requests'], names)}")
             k = r["seconds"] / IDLE_S
             tl = tallies[case.name]
             tl.add(r)
@@ -268,7 +273,7 @@ def run(quick: bool = False) -> list[Figure]:
                             for case in CASES:
                                 base[case.name].add(w.run(case))
                         else:
-                            lost = _traced_round(w, args, traced).get("lost", {})
+                            lost = _traced_round(w, args, traced, detail=rnd == 0).get("lost", {})
                     log(f"overhead [{mode}] round {rnd + 1}/{rounds} done; collector lost {lost}")
                 figures += _figures(mode, floor, base, traced)
         finally:
@@ -315,3 +320,52 @@ def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
             note=f"per request: {up_hits:.1f} uprobe hits + {tp_hits:.1f} tracepoint hits "
                  f"= floor {floor_us:.1f} us; programs ran {extra_run_us:.2f} us beyond empty"))
     return out
+
+
+# --------------------------------------------------------------------------
+# object-size sweep for docs/performance.md: python -m bench.overhead sizes
+
+SWEEP_SIZES = (1024, 16 * 1024, 256 * 1024, 4 * 1024 * 1024)
+
+
+def sweep(mode: str = "watch", seconds: float = 3.0) -> None:
+    cases = [Case(f"GET {s // 1024}KiB {'tls' if tls else 'http'}", tls, "get", s, seconds)
+             for tls in (False, True) for s in SWEEP_SIZES]
+    w = Workload()
+    try:
+        with bpf_stats_enabled():
+            floor = calibrate()
+            base = {c.name: Tally() for c in cases}
+            traced = {c.name: Tally() for c in cases}
+            for c in cases:
+                base[c.name].add(w.run(c))
+            global CASES
+            saved, CASES = CASES, tuple(cases)
+            try:
+                _traced_round(w, MODES[mode], traced)
+                for c in cases:
+                    base[c.name].add(w.run(c))
+            finally:
+                CASES = saved
+    finally:
+        w.close()
+    print(f"{'case':16} {'untraced':>12} {'traced':>12} {'ratio':>6} {'added us':>9} "
+          f"{'uprobe/req':>10} {'tp/req':>8} {'floor us':>9} {'bpf us':>8}")
+    for c in cases:
+        b, t = base[c.name], traced[c.name]
+        n = max(t.requests, 1)
+        floor_us = (t.up_cnt / n * floor.uprobe_hit_ns + t.tp_cnt / n * floor.tp_hit_ns) / 1000
+        bpf_us = floor_us + ((t.up_ns - t.up_cnt * floor.uprobe_empty_run_ns)
+                             + (t.tp_ns - t.tp_cnt * floor.tp_empty_run_ns)) / n / 1000
+        rb, rt = b.requests / b.seconds, t.requests / t.seconds
+        print(f"{c.name:16} {rb:10,.0f}/s {rt:10,.0f}/s {rt / rb:6.3f} "
+              f"{(t.s_per_req - b.s_per_req) * 1e6:9.1f} {t.up_cnt / n:10.1f} "
+              f"{t.tp_cnt / n:8.1f} {floor_us:9.1f} {bpf_us:8.1f}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["sizes"]:
+        sweep(*(sys.argv[2:3] or ["watch"]))
+    else:
+        from bench.harness import print_table
+        print_table(run())
