@@ -148,7 +148,9 @@ def calibrate() -> Floor:
               tp_empty_run_ns=tp_rt)
     log(f"floor: empty uprobe {f.uprobe_single_ns / 1000:.2f} us alone, "
         f"{f.uprobe_hit_ns / 1000:.2f} us per hit of an entry+return pair; empty tracepoint "
-        f"{f.tp_hit_ns / 1000:.3f} us per hit (syscall {base_sys:.0f} ns untraced)")
+        f"{f.tp_hit_ns / 1000:.3f} us per hit (syscall {base_sys:.0f} ns untraced); an empty "
+        f"program runs {f.uprobe_empty_run_ns:.0f} ns (uprobe) / {f.tp_empty_run_ns:.0f} ns "
+        f"(tracepoint) by bpf_stats")
     return f
 
 
