@@ -3,7 +3,9 @@
 `Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
 the records that became final.  State is bounded: MAX_CONNECTIONS live
 connections (least recently used evicted and counted), processes and
-collectors forgotten when they exit or go away.
+collectors forgotten when they exit or go away, and every map keyed by what
+the wire says (processes, addresses, collectors, counter names) has its own
+named bound.  An evicted connection's waiting requests are emitted incomplete.
 
 Loss sources counted here (SPEC §4): `transport` (sequence gaps),
 `malformed` (records or messages that do not decode), `stream_gap` (bytes
@@ -25,6 +27,12 @@ from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
 from s3slower.common.protocol import Message, MsgKind
 
 MAX_CONNECTIONS = 50_000          # live connections across all collectors
+# CONNECT addresses and PROCESS announcements wait for data that may never
+# come (a CLOSE or EXIT lost): keep at most this many, least recent first out.
+MAX_ADDRESSES = MAX_CONNECTIONS
+MAX_PROCESSES = 100_000           # pid_max defaults to 4M, but busy hosts run ~10k
+MAX_COLLECTORS = 10_000           # a fleet; more host names than this is garbage
+MAX_COUNTER_NAMES = 64            # names in one heartbeat's stats / lost maps
 DEFAULT_REQUEST_TIMEOUT_NS = 60 * 1_000_000_000
 IDLE_CONNECTION_NS = 15 * 60 * 1_000_000_000
 
@@ -58,9 +66,12 @@ class Pipeline:
         self.request_timeout_ns = request_timeout_ns
         self.path_style_hosts = path_style_hosts
         self._conns: collections.OrderedDict[tuple, Connection] = collections.OrderedDict()
-        self._procs: dict[tuple[int, int], dict] = {}      # (instance, pid) -> PROCESS body
-        self._addrs: dict[tuple, str] = {}                  # conn key -> remote address
-        self._collectors: dict[str, CollectorState] = {}   # hostname -> state
+        self._by_pid: dict[tuple[int, int], set[tuple]] = {}   # (instance, pid) -> conn keys
+        # (instance, pid) -> PROCESS body; conn key -> remote address
+        self._procs: collections.OrderedDict[tuple[int, int], dict] = collections.OrderedDict()
+        self._addrs: collections.OrderedDict[tuple, str] = collections.OrderedDict()
+        self._collectors: collections.OrderedDict[str, CollectorState] = \
+            collections.OrderedDict()                     # hostname -> state
         self._lost = collections.Counter()
         self._messages = self._events = self._records = self._errors = 0
 
@@ -71,7 +82,8 @@ class Pipeline:
         if msg.kind is MsgKind.EVENTS:
             return self._events_batch(msg)
         if msg.kind is MsgKind.PROCESS:
-            self._procs[(msg.instance, msg.body["pid"])] = msg.body
+            _bounded_put(self._procs, (msg.instance, msg.body["pid"]), msg.body,
+                         MAX_PROCESSES)
         return []
 
     def count_malformed(self, n: int = 1) -> None:
@@ -93,9 +105,15 @@ class Pipeline:
                 self._lost[k] += v
             lost, stats = {}, {}
         if msg.kind is MsgKind.HEARTBEAT:
-            lost, stats, hb = dict(msg.body["lost"]), dict(msg.body["stats"]), now
-        self._collectors[msg.hostname] = CollectorState(
-            msg.hostname, msg.instance, msg.seq, hb, lost, stats, msg.kind is MsgKind.BYE)
+            lost = dict(list(msg.body["lost"].items())[:MAX_COUNTER_NAMES])
+            stats = dict(list(msg.body["stats"].items())[:MAX_COUNTER_NAMES])
+            hb = now
+        state = CollectorState(msg.hostname, msg.instance, msg.seq, hb, lost, stats,
+                               msg.kind is MsgKind.BYE)
+        evicted = _bounded_put(self._collectors, msg.hostname, state, MAX_COLLECTORS)
+        if evicted is not None:             # keep what it reported, forget the rest
+            for k, v in evicted.lost.items():
+                self._lost[k] += v
 
     def _events_batch(self, msg: Message) -> list[Record]:
         out: list[Record] = []
@@ -108,46 +126,53 @@ class Pipeline:
             self._events += 1
             key = (msg.instance, ev.pid, ev.conn_id)
             if ev.kind == Kind.DATA:
-                conn = self._conn(key, msg, ev.comm)
+                conn = self._conn(key, msg, ev.comm, out)
                 chunk = Chunk(ev.data, ev.length, ev.start_ns, ev.end_ns, ev.tail, ev.source)
                 out.extend(self._finished(conn.feed(ev.direction == Direction.EGRESS,
                                                     chunk, ev.tid)))
             elif ev.kind == Kind.CONNECT:
-                self._addrs[key] = _sockaddr(ev.data)
+                _bounded_put(self._addrs, key, _sockaddr(ev.data), MAX_ADDRESSES)
             elif ev.kind == Kind.CLOSE:
                 out.extend(self._close(key))
                 self._addrs.pop(key, None)
             elif ev.kind == Kind.EXIT:
-                for k in [k for k in self._conns if k[0] == msg.instance and k[1] == ev.pid]:
+                for k in list(self._by_pid.get((msg.instance, ev.pid), ())):
                     out.extend(self._close(k))
-                for k in [k for k in self._addrs if k[0] == msg.instance and k[1] == ev.pid]:
-                    del self._addrs[k]
                 self._procs.pop((msg.instance, ev.pid), None)
         return out
 
-    def _conn(self, key: tuple, msg: Message, comm: str) -> Connection:
+    def _conn(self, key: tuple, msg: Message, comm: str, out: list[Record]) -> Connection:
         conn = self._conns.get(key)
         if conn is not None:
             self._conns.move_to_end(key)
             return conn
         proc = self._procs.get((msg.instance, key[1]), {})
         peer = Peer(msg.hostname, key[1], comm, proc.get("labels", {}),
-                    self._addrs.get(key, ""))
+                    self._addrs.pop(key, ""))
         conn = Connection(peer, msg.wall_offset_ns, self.path_style_hosts)
         self._conns[key] = conn
+        self._by_pid.setdefault(key[:2], set()).add(key)
         if len(self._conns) > MAX_CONNECTIONS:
-            old_key, old = self._conns.popitem(last=False)
+            old_key = next(iter(self._conns))
             self._lost["conn_evicted"] += 1
-            self._account(old)
+            out.extend(self._close(old_key))
         return conn
 
     def _close(self, key: tuple) -> list[Record]:
         conn = self._conns.pop(key, None)
         if conn is None:
             return []
+        self._forget(key)
         recs = self._finished(conn.close())
         self._account(conn)
         return recs
+
+    def _forget(self, key: tuple) -> None:
+        keys = self._by_pid.get(key[:2])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_pid[key[:2]]
 
     def _account(self, conn: Connection) -> None:
         self._lost["stream_gap"] += conn.requests.gaps + conn.responses.gaps
@@ -164,6 +189,7 @@ class Pipeline:
             out.extend(self._finished(conn.expire(now_wall_ns, self.request_timeout_ns)))
             if not conn.pending and now_wall_ns - conn.last_seen_wall_ns > IDLE_CONNECTION_NS:
                 del self._conns[key]
+                self._forget(key)
                 self._account(conn)
         return out
 
@@ -176,6 +202,15 @@ class Pipeline:
         return PipelineStats(self._messages, self._events, self._records, self._errors,
                              len(self._conns), len(self._procs), dict(lost),
                              tuple(self._collectors.values()))
+
+
+def _bounded_put(d: collections.OrderedDict, key, value, bound: int):
+    """Insert as most recent; evict and return the least recent value over bound."""
+    d[key] = value
+    d.move_to_end(key)
+    if len(d) > bound:
+        return d.popitem(last=False)[1]
+    return None
 
 
 def _sockaddr(data: bytes) -> str:
