@@ -48,6 +48,7 @@ REQUIRED = {"keepalive_several_requests", "put_100_continue", "chunked_response"
 
 def test_the_required_cases_exist():
     assert REQUIRED <= set(IDS)
+    assert {"boto3_http", "boto3_https", "awscli_cp_http", "curl_http"} <= set(IDS)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +73,9 @@ def test_whole(case, wholes):
 def test_byte_by_byte(case, wholes):
     ref = whole(case, wholes)
     events = harness.byte_by_byte(case.events)
-    if len(events) > 60_000:      # a real capture: bytes of the heads, whole calls beyond
-        events = [p for ev in case.events
-                  for p in harness.split_event(ev, range(1, min(len(ev.data), 1024)))]
+    if len(events) > 60_000:      # a real capture: byte by byte through the first 512
+        events = [p for ev in case.events          # bytes of every call (all of its head)
+                  for p in harness.split_event(ev, range(1, min(len(ev.data), 512)))]
     got = harness.run(case, events)
     assert got.records == ref.records
     assert got.stream_gap == ref.stream_gap
