@@ -307,7 +307,7 @@ def profiled(pid: int, name: str, seconds: float) -> Iterator[Path]:
     p = None
     if spy:
         p = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200",
-                              "--format", "raw", "--nonblocking", "-d", str(int(seconds) + 1),
+                              "--format", "raw", "-d", str(int(seconds) + 1),
                               "-o", str(out)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
