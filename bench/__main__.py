@@ -15,7 +15,8 @@ import sys
 import time
 import traceback
 
-from bench.harness import BenchError, Figure, ensure_py_spy, log, print_table, shimmed
+from bench.harness import (BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table,
+                           shimmed)
 
 BENCHES = ("startup", "collector", "aggregator", "memory", "overhead")
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
         print("python -m bench: needs root (it loads BPF programs)", file=sys.stderr)
         return 2
     ensure_py_spy()
+    clean_work_dir()
     figures: list[Figure] = []
     t0 = time.monotonic()
     for name in a.names or BENCHES:

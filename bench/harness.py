@@ -82,6 +82,13 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def clean_work_dir() -> None:
+    """Drop the previous run's logs and recordings (they can be hundreds of MB)."""
+    for pattern in ("*.err", "*.out", "*.rec", "profile-*.txt"):
+        for p in WORK.glob(pattern):
+            p.unlink()
+
+
 # --------------------------------------------------------------------------
 # processes
 
