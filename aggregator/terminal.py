@@ -1,0 +1,400 @@
+"""The live terminal view: table, simple and json renderers, and a writer that never blocks.
+
+Renderers are pure (records in, strings out, no clock, no I/O).  The table:
+
+    TIME         PID COMM     OP          BUCKET    KEY          STATUS BYTES LAT ms
+
+fits `width` columns exactly (80 by default).  KEY takes what the fixed columns
+leave, up to `max_url_length`; wider terminals then widen BUCKET, OP and COMM.
+Text is cut to its column by display width (wide characters count two); KEY
+keeps its end (the file name) behind a `~`, other columns their start.  Control
+and format characters in captured text are shown as `?`, so a key can never
+drive the terminal.  STATUS is `-` when no response was seen and `NNN*` when
+the response never finished.  Colour (ANSI) only when the caller says so (see
+`use_color`): errors red, slow requests (>= `slow_ms`) yellow.  The header is
+repeated every `header_every` rows; the status line shows requests/s, totals,
+errors and loss by source — `loss 0` when there is none (STYLE habit 3).
+
+`TerminalWriter` takes records on the tracing thread and hands them to a
+daemon thread through a bounded queue; a slow or blocked stdout drops lines
+(counted in `statistics().dropped_lines`), never the tracer.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import queue
+import threading
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Optional, Protocol, TextIO
+
+from s3slower.aggregator.records import Record
+
+# A human reads a few dozen rows a second; 4096 queued lines is already
+# seconds behind, and at ~1 KB per queued record a bounded 4 MB.  Later rows
+# are dropped and counted rather than shown late.
+TERMINAL_QUEUE_LINES = 4096
+WRITE_BATCH_LINES = 512         # lines joined into one write() and flush()
+HEADER_EVERY_ROWS = 20          # a header stays on a 24-line screen
+DEFAULT_SLOW_MS = 1000.0
+DEFAULT_STATUS_EVERY_S = 5.0    # the Go tool's collection interval
+KEY_MIN_WIDTH = 4
+CUT = "~"                       # ASCII: ambiguous-width "…" breaks alignment in CJK locales
+RED, YELLOW, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
+
+# (name, width at 80 columns, widest it grows to, right-aligned); KEY is elastic
+COLUMNS = (("TIME", 8, 8, False), ("PID", 7, 7, True), ("COMM", 8, 15, False),
+           ("OP", 11, 23, False), ("BUCKET", 9, 30, False), ("KEY", 0, 0, False),
+           ("STATUS", 6, 6, True), ("BYTES", 5, 5, True), ("LAT ms", 6, 6, True))
+GROW_ORDER = ("BUCKET", "OP", "COMM")
+OP_SHORTHANDS = (("MultipartUpload", "MPU"), ("Objects", "Objs"), ("Object", "Obj"),
+                 ("Bucket", "Bkt"), ("Upload", "Upl"))
+
+
+def use_color(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Colour only on a TTY, never with NO_COLOR set (even empty) or TERM=dumb."""
+    if "NO_COLOR" in environ or environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):              # a closed or odd stream
+        return False
+
+
+def terminal_width(stream: TextIO, environ: Mapping[str, str], default: int = 80) -> int:
+    """$COLUMNS, else the terminal's width, else `default` (pipes, files)."""
+    cols = environ.get("COLUMNS", "")
+    if cols.isdigit() and int(cols) > 0:
+        return int(cols)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return default
+
+
+# -- text cells ----------------------------------------------------------------
+def clean(text: str) -> str:
+    return "".join("?" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
+def char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    return sum(char_width(ch) for ch in text)
+
+
+def fit(text: str, width: int, *, right: bool = False, keep_end: bool = False) -> str:
+    """`text` cut (with CUT) and padded to exactly `width` display columns."""
+    text = clean(text)
+    if display_width(text) > width:
+        text = _cut(text, width, keep_end)
+    pad = " " * (width - display_width(text))
+    return pad + text if right else text + pad
+
+
+def _cut(text: str, width: int, keep_end: bool) -> str:
+    if width < len(CUT):
+        return ""
+    room, out = width - len(CUT), []
+    for ch in (reversed(text) if keep_end else text):
+        w = char_width(ch)
+        if w > room:
+            break
+        room -= w
+        out.append(ch)
+    if keep_end:
+        return CUT + "".join(reversed(out))
+    return "".join(out) + CUT
+
+
+def human_bytes(n: int) -> str:
+    """At most 4 characters: 999, 1.5K, 999K, 12M, 1.0G ..."""
+    if n < 1000:
+        return str(max(0, n))
+    v = float(n)
+    for unit in "KMGTPE":
+        v /= 1024
+        if v < 9.95:
+            return f"{v:.1f}{unit}"
+        if v < 999.5:
+            return f"{v:.0f}{unit}"
+    return "huge"
+
+
+def human_ms(ms: float) -> str:
+    """At most 6 characters."""
+    if ms < 9.995:
+        return f"{ms:.2f}"
+    if ms < 999.95:
+        return f"{ms:.1f}"
+    if ms < 999_999.5:
+        return f"{ms:.0f}"
+    return f"{ms / 1000:.0f}s"
+
+
+def short_op(op: str, width: int) -> str:
+    for long, short in OP_SHORTHANDS:
+        if display_width(op) <= width:
+            break
+        op = op.replace(long, short)
+    return op
+
+
+def status_text(rec: Record) -> str:
+    if rec.status_code <= 0:
+        return "-"
+    return f"{rec.status_code}" if rec.complete else f"{rec.status_code}*"
+
+
+# -- renderers -------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatusSnapshot:
+    requests_per_s: float
+    requests: int
+    errors: int
+    loss: Mapping[str, int]          # source -> total lost
+
+
+class Renderer(Protocol):
+    def render(self, rec: Record) -> list[str]: ...
+    def status(self, snap: StatusSnapshot) -> list[str]: ...
+
+
+def column_widths(width: int, max_url_length: int) -> dict[str, int]:
+    widths = {name: w for name, w, _, _ in COLUMNS}
+    fixed = sum(widths.values()) + len(COLUMNS) - 1
+    key = max(KEY_MIN_WIDTH, width - fixed)
+    widths["KEY"] = min(key, max(KEY_MIN_WIDTH, max_url_length))
+    spare = key - widths["KEY"]
+    grow = {name: most for name, _, most, _ in COLUMNS}
+    for name in GROW_ORDER:
+        extra = min(spare, grow[name] - widths[name])
+        widths[name] += extra
+        spare -= extra
+    return widths
+
+
+class TableRenderer:
+    def __init__(self, *, width: int = 80, max_url_length: int = 50, color: bool = False,
+                 header_every: int = HEADER_EVERY_ROWS, slow_ms: float = DEFAULT_SLOW_MS,
+                 tz: Optional[_dt.tzinfo] = None):
+        self.widths = column_widths(width, max_url_length)
+        self.width = sum(self.widths.values()) + len(COLUMNS) - 1
+        self.color = color
+        self.header_every = max(1, header_every)
+        self.slow_ms = slow_ms
+        self.tz = tz                   # None: the local time zone
+        self._rows = 0
+
+    def header(self) -> str:
+        line = " ".join(fit(name, self.widths[name], right=right)
+                        for name, _, _, right in COLUMNS)
+        return f"{BOLD}{line}{RESET}" if self.color else line
+
+    def row(self, rec: Record) -> str:
+        w = self.widths
+        t = _dt.datetime.fromtimestamp(rec.start_wall_ns / 1e9, tz=self.tz)
+        cells = {"TIME": t.strftime("%H:%M:%S"), "PID": str(rec.pid), "COMM": rec.comm,
+                 "OP": short_op(rec.operation, w["OP"]), "BUCKET": rec.bucket,
+                 "KEY": rec.key, "STATUS": status_text(rec),
+                 "BYTES": human_bytes(rec.request_size + rec.response_size),
+                 "LAT ms": human_ms(rec.latency_ms)}
+        line = " ".join(fit(cells[name], w[name], right=right, keep_end=name == "KEY")
+                        for name, _, _, right in COLUMNS)
+        if self.color and rec.is_error:
+            return f"{RED}{line}{RESET}"
+        if self.color and rec.latency_ms >= self.slow_ms:
+            return f"{YELLOW}{line}{RESET}"
+        return line
+
+    def render(self, rec: Record) -> list[str]:
+        lines = [self.header()] if self._rows % self.header_every == 0 else []
+        self._rows += 1
+        return lines + [self.row(rec)]
+
+    def status(self, snap: StatusSnapshot) -> list[str]:
+        return [status_line(snap, self.width, self.color)]
+
+
+def status_line(snap: StatusSnapshot, width: int, color: bool = False) -> str:
+    total = sum(snap.loss.values())
+    detail = ", ".join(f"{src} {n}" for src, n in
+                       sorted(snap.loss.items(), key=lambda kv: (-kv[1], kv[0])) if n)
+    parts = [("-- ", ""), (f"{snap.requests_per_s:.1f} req/s  ", ""),
+             (f"{snap.requests} requests  ", ""),
+             (f"{snap.errors} errors", RED if snap.errors else ""), ("  ", ""),
+             (f"loss {total}" + (f" ({detail})" if detail else ""), YELLOW if total else ""),
+             (" ", "")]
+    out, room = [], width
+    for text, code in parts:
+        text = clean(text)
+        if display_width(text) > room:
+            text = _cut(text, room, False)
+        room -= display_width(text)
+        out.append(f"{code}{text}{RESET}" if color and code else text)
+    return "".join(out) + "-" * room
+
+
+class SimpleRenderer:
+    """One plain line per request, key=value, never cut, never coloured."""
+
+    def render(self, rec: Record) -> list[str]:
+        d = rec.to_json_dict()
+        fields = [("pid", d["pid"]), ("comm", d["comm"]), ("op", d["operation"]),
+                  ("bucket", d["bucket"]), ("key", d["key"]),
+                  ("endpoint", d["endpoint"]), ("status", d["status_code"]),
+                  ("error", d["error_code"]), ("req_bytes", d["request_size"]),
+                  ("resp_bytes", d["response_size"]), ("ttfb_ms", d["ttfb_ms"]),
+                  ("latency_ms", d["latency_ms"]), ("complete", d["complete"])]
+        return [d["timestamp"] + " " + " ".join(f"{k}={_value(v)}" for k, v in fields)]
+
+    def status(self, snap: StatusSnapshot) -> list[str]:
+        return []
+
+
+def _value(v: object) -> str:
+    s = clean(str(v)).lower() if isinstance(v, bool) else clean(str(v))
+    if s == "" or any(ch in s for ch in ' ="'):
+        return json.dumps(s, ensure_ascii=False)
+    return s
+
+
+class JsonRenderer:
+    def render(self, rec: Record) -> list[str]:
+        return [json.dumps(rec.to_json_dict())]
+
+    def status(self, snap: StatusSnapshot) -> list[str]:
+        return []
+
+
+def make_renderer(output: str, *, width: int = 80, max_url_length: int = 50,
+                  color: bool = False) -> Renderer:
+    if output == "table":
+        return TableRenderer(width=width, max_url_length=max_url_length, color=color)
+    if output == "simple":
+        return SimpleRenderer()
+    if output == "json":
+        return JsonRenderer()
+    raise ValueError(f"unknown output {output!r} (table, simple or json)")
+
+
+# -- the writer ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TerminalStatistics:
+    requests: int
+    errors: int
+    written_lines: int
+    dropped_lines: int
+    queued: int
+    write_error: str                  # "" while the stream takes writes
+
+
+_STOP = object()
+
+
+class TerminalWriter:
+    """The terminal Sink: emit() never blocks; a daemon thread writes."""
+
+    def __init__(self, stream: TextIO, renderer: Renderer, *,
+                 max_queued_lines: int = TERMINAL_QUEUE_LINES,
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S,
+                 loss_sources: Iterable[Callable[[], Mapping[str, int]]] = ()):
+        self.stream = stream
+        self.renderer = renderer
+        self.status_every_ns = int(status_every_s * 1e9)
+        self.loss_sources = list(loss_sources)
+        self._q: queue.Queue = queue.Queue(maxsize=max_queued_lines)
+        self._requests = self._errors = 0
+        self._dropped_full = 0               # counted by the caller's thread
+        self._dropped_io = self._written = 0  # counted by the writer thread
+        self._write_error = ""
+        self._last_status: Optional[tuple[int, int]] = None   # (now_ns, requests)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="s3slower-terminal",
+                                        daemon=True)
+        self._thread.start()
+
+    def emit(self, rec: Record) -> None:
+        self._requests += 1
+        self._errors += rec.is_error
+        self._put(rec)
+
+    def tick(self, stats, now_wall_ns: int) -> None:  # stats: pipeline.PipelineStats
+        if self._last_status is None:
+            self._last_status = (now_wall_ns, self._requests)
+            return
+        then, count = self._last_status
+        if now_wall_ns - then < self.status_every_ns:
+            return
+        self._last_status = (now_wall_ns, self._requests)
+        loss = dict(getattr(stats, "lost", {}) or {})
+        for fn in self.loss_sources:
+            loss.update(fn())
+        loss["terminal"] = self._dropped_full + self._dropped_io
+        rate = (self._requests - count) / ((now_wall_ns - then) / 1e9)
+        self._put(StatusSnapshot(rate, self._requests, self._errors, loss))
+
+    def _put(self, item: object) -> None:
+        if self._closed:
+            self._dropped_full += 1
+            return
+        try:
+            self._q.put_nowait(item)
+        except queue.Full:
+            self._dropped_full += 1
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._q.get()]
+            while len(batch) < WRITE_BATCH_LINES:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            self._write([item for item in batch if item is not _STOP])
+            if stop:
+                return
+
+    def _write(self, items: list) -> None:
+        if self._write_error:                   # the stream is gone: count, move on
+            self._dropped_io += len(items)
+            return
+        lines: list[str] = []
+        for item in items:
+            if isinstance(item, StatusSnapshot):
+                lines += self.renderer.status(item)
+            else:
+                lines += self.renderer.render(item)
+        if not lines:
+            return
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+            self._written += len(lines)
+        except (OSError, ValueError) as e:      # EPIPE, EIO, a closed stream
+            self._write_error = f"{type(e).__name__}: {e}"
+            self._dropped_io += len(items)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Write what is queued (waiting at most timeout_s for a slow stream)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._q.put(_STOP, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout=timeout_s)
+
+    def statistics(self) -> TerminalStatistics:
+        return TerminalStatistics(self._requests, self._errors, self._written,
+                                  self._dropped_full + self._dropped_io, self._q.qsize(),
+                                  self._write_error)
