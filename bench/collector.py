@@ -31,7 +31,7 @@ from s3slower.common.events import FIELD_OFFSETS
 from s3slower.common.protocol import MsgKind
 
 TARGET = 250_000
-LADDER = (100_000, 250_000, 400_000, 600_000, 800_000, 1_000_000)
+LADDER = (100_000, 250_000, 400_000, 500_000, 600_000, 800_000, 1_000_000)
 SECONDS_PER_STEP = 3.0
 IOV = 4
 _PID = FIELD_OFFSETS["pid"]
