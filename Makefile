@@ -26,3 +26,6 @@ bench: dev
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# make deb / make rpm (issue 7)
+include packaging/packaging.mk
