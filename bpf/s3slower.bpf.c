@@ -7,7 +7,15 @@
  *    egress call: HTTP is followed, TLS records and anything else are muted.
  *    TLS plaintext (uprobes) is classified the same way, separately.
  *  - A TLS call learns its socket from the read/write syscall nested inside
- *    it, or from the last socket seen for the same SSL object.
+ *    it, or from the socket last bound to the same TLS object in this process
+ *    (checked against the connection's id, so a reused fd is not confused),
+ *    or, for libraries fed from user-space buffers (node, s2n in the AWS CRT),
+ *    from the TLS ciphertext this thread read just before the call.
+ *  - Go crypto/tls state is keyed by goroutine (g, from R14), never by thread:
+ *    a goroutine may park inside Read and resume on another thread.  The
+ *    syscall tracepoints find the running goroutine from the user registers.
+ *  - Per-thread state is deleted when the thread exits; per-process state
+ *    (traced_pids, go_pids) when the process exits, in the kernel itself.
  *  - Every map is bounded (LRU or per-thread) and every dropped record is
  *    counted in `lost` by slot.
  *
@@ -30,6 +38,7 @@
 #define MAX_IOVECS 4            /* iovecs captured per call; rest counted */
 
 #define EINPROGRESS 115
+#define PROT_EXEC_BIT 0x4
 
 /* slots of the `lost` counter array; mirrored in common/events.py */
 #define LOST_RINGBUF 0          /* ring buffer full: record dropped */
@@ -94,6 +103,23 @@ struct ssl_key_t {
     u32 pad;
 };
 
+/* the socket a TLS object was last seen on; conn_id guards fd reuse */
+struct ssl_fd_t {
+    u64 conn_id;
+    s32 fd;
+    u32 pad;
+};
+
+struct go_key_t {
+    u64 g;          /* goroutine: runtime.g pointer (R14 with regabi) */
+    u32 pid;
+    u32 pad;
+};
+
+struct comm_key_t {
+    char c[S3S_COMM_LEN];
+};
+
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct record, 1);
 BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
@@ -103,7 +129,12 @@ BPF_TABLE("lru_hash", u64, struct conn_t, conns, MAX_CONNS);
 BPF_HASH(active_io, u32, struct io_args_t, MAX_THREADS);
 BPF_HASH(active_connect, u32, struct connect_args_t, MAX_THREADS);
 BPF_HASH(active_tls, u32, struct tls_args_t, MAX_THREADS);
-BPF_TABLE("lru_hash", struct ssl_key_t, s32, ssl_fds, MAX_CONNS);
+BPF_TABLE("lru_hash", struct ssl_key_t, struct ssl_fd_t, ssl_fds, MAX_CONNS);
+/* tid -> fd of the TLS ciphertext it read last, until a TLS read consumes it */
+BPF_TABLE("lru_hash", u32, s32, last_rx, MAX_THREADS);
+BPF_TABLE("lru_hash", struct go_key_t, struct tls_args_t, active_go, MAX_THREADS);
+BPF_HASH(go_pids, u32, u8, 65536);          /* processes inside Go crypto/tls */
+BPF_HASH(watch_comms, struct comm_key_t, u8, 1024); /* traced from exec on */
 
 static __always_inline void count_lost(u32 slot)
 {
@@ -226,6 +257,23 @@ static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
 
 /* ---- read/write family ------------------------------------------------ */
 
+/* The Go crypto/tls call the running goroutine is inside, if any.  Only for
+ * processes that entered Go TLS code (go_pids): reads R14 of the user
+ * registers saved at syscall entry (x86-64 regabi keeps g there). */
+static __always_inline struct tls_args_t *go_call_here(u32 tgid)
+{
+#ifdef __x86_64__
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct go_key_t k = {};
+    if (bpf_probe_read_kernel(&k.g, sizeof(k.g), &regs->r14) != 0)
+        return 0;
+    k.pid = tgid;
+    return active_go.lookup(&k);
+#else
+    return 0;
+#endif
+}
+
 static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
 {
     u64 pt = bpf_get_current_pid_tgid();
@@ -235,6 +283,8 @@ static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
     if (!c)
         return 0;
     struct tls_args_t *t = active_tls.lookup(&tid);
+    if (!t && go_pids.lookup(&tgid))
+        t = go_call_here(tgid);
     if (t) {
         /* ciphertext of a TLS call: name its socket, never emit it */
         if (t->fd < 0)
@@ -242,7 +292,14 @@ static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
         c->raw = ST_TLS;
         return 0;
     }
-    if (c->raw == ST_TLS || c->raw == ST_OTHER)
+    if (c->raw == ST_TLS) {
+        if (dir == S3S_INGRESS) {
+            s32 sfd = fd;
+            last_rx.update(&tid, &sfd);
+        }
+        return 0;
+    }
+    if (c->raw == ST_OTHER)
         return 0;
     struct io_args_t a = {};
     a.start_ns = bpf_ktime_get_ns();
@@ -410,6 +467,17 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     r->h.fd = -1;
     r->h.kind = S3S_EV_EXEC;
     bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
+#ifndef TRACE_ALL
+    /* a watched name is traced from its first syscall on, before the
+     * collector has even seen this record */
+    struct comm_key_t ck = {};
+    __builtin_memcpy(ck.c, r->h.comm, sizeof(ck.c));
+    if (watch_comms.lookup(&ck)) {
+        u8 one = 1;
+        u32 tgid = pt >> 32;
+        traced_pids.update(&tgid, &one);
+    }
+#endif
     int n = bpf_probe_read_kernel_str(r->data, 256, (void *)args + off);
     u32 cap = n > 0 ? bounded(n, 256) : 0;
     r->h.cap_len = cap;
@@ -419,13 +487,33 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     return 0;
 }
 
+/* Executable file mappings of traced processes: the collector looks at the
+ * process's maps again (a dlopen'ed TLS library is probed before its first
+ * call, not seconds later). */
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+    if (!(args->prot & PROT_EXEC_BIT) || (long)args->fd < 0)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_traced(tgid))
+        return 0;
+    emit_simple(S3S_EV_MMAP, (u32)args->fd, 0, 0, 0);
+    return 0;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32;
-    if (tgid != (u32)pt)
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    /* per-thread state dies with the thread */
+    last_rx.delete(&tid);
+    active_tls.delete(&tid);
+    active_io.delete(&tid);
+    active_connect.delete(&tid);
+    if (tgid != tid)
         return 0;   /* a thread, not the group leader */
     int known = seen_pids.lookup(&tgid) != 0 || traced_pids.lookup(&tgid) != 0;
     seen_pids.delete(&tgid);
+    traced_pids.delete(&tgid);
+    go_pids.delete(&tgid);
     if (known)
         emit_simple(S3S_EV_EXIT, -1, 0, 0, 0);
     return 0;
@@ -433,26 +521,111 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 
 /* ---- TLS libraries: plaintext at the library boundary ------------------ */
 
+/* One id per probed function: an exit only completes its own entry. */
 #define FN_SSL_WRITE 1
 #define FN_SSL_READ 2
 #define FN_SSL_WRITE_EX 3
 #define FN_SSL_READ_EX 4
+#define FN_GNUTLS_SEND 5
+#define FN_GNUTLS_RECV 6
+#define FN_PR_WRITE 7
+#define FN_PR_READ 8
+#define FN_PR_SEND 9
+#define FN_PR_RECV 10
+#define FN_S2N_SEND 11
+#define FN_S2N_RECV 12
+#define FN_GO_WRITE 13
+#define FN_GO_READ 14
+
+#define PR_DESC_LAYERED 4       /* NSPR PRDescType of an I/O layer (SSL) */
+
+static __always_inline void tls_args(struct tls_args_t *a, u8 fn, u8 dir,
+                                     u8 source, u64 ssl, u64 buf, u64 outlen)
+{
+    a->start_ns = bpf_ktime_get_ns();
+    a->buf = buf;
+    a->ssl = ssl;
+    a->outlen = outlen;
+    a->fd = -1;
+    a->fn = fn;
+    a->dir = dir;
+    a->source = source;
+}
 
 static __always_inline int tls_enter(u8 fn, u8 dir, u8 source, u64 ssl,
                                      u64 buf, u64 outlen)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct tls_args_t a = {};
-    a.start_ns = bpf_ktime_get_ns();
-    a.buf = buf;
-    a.ssl = ssl;
-    a.outlen = outlen;
-    a.fd = -1;
-    a.fn = fn;
-    a.dir = dir;
-    a.source = source;
+    tls_args(&a, fn, dir, source, ssl, buf, outlen);
     /* a TLS function calling another keeps the outer call's record */
     active_tls.insert(&tid, &a);
+    return 0;
+}
+
+/* The tracked connection a finished TLS call belongs to, binding the TLS
+ * object to it for later calls without a nested syscall. */
+static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid, u32 tid)
+{
+    struct ssl_key_t sk = {};
+    sk.ssl = a->ssl;
+    sk.pid = tgid;
+    u64 key;
+    struct conn_t *c = 0;
+    if (a->fd >= 0) {                   /* nested syscall: authoritative */
+        key = conn_key(tgid, a->fd);
+        c = conns.lookup(&key);
+    } else {
+        struct ssl_fd_t *b = ssl_fds.lookup(&sk);
+        if (b) {
+            key = conn_key(tgid, b->fd);
+            c = conns.lookup(&key);
+            if (c && c->id != b->conn_id)
+                c = 0;                  /* that socket was closed and reused */
+            if (c) {
+                a->fd = b->fd;
+                if (a->dir == S3S_INGRESS)
+                    last_rx.delete(&tid);
+                return c;
+            }
+        }
+        if (a->dir != S3S_INGRESS)
+            return 0;
+        /* fed from memory: the ciphertext this thread read just before */
+        s32 *rx = last_rx.lookup(&tid);
+        if (!rx)
+            return 0;
+        a->fd = *rx;
+        last_rx.delete(&tid);
+        key = conn_key(tgid, a->fd);
+        c = conns.lookup(&key);
+    }
+    if (c) {
+        struct ssl_fd_t v = {};
+        v.conn_id = c->id;
+        v.fd = a->fd;
+        ssl_fds.update(&sk, &v);
+    }
+    return c;
+}
+
+/* Finish a TLS call: n = plaintext bytes moved (0 when it failed; a failed
+ * call still binds its object to a socket, and a retried write is emitted
+ * once, by the call that succeeds). */
+static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid, u32 tid, u32 n)
+{
+    int had_fd = a->fd >= 0;
+    struct conn_t *c = tls_conn(a, tgid, tid);
+    if (n == 0)
+        return 0;
+    if (!c) {
+        if (!had_fd && pid_traced(tgid))
+            count_lost(LOST_TLS_NOFD);
+        return 0;   /* or not a connection this host opened (a server) */
+    }
+    c->raw = ST_TLS;
+    emit_data(c, &c->plain, a->start_ns, bpf_ktime_get_ns(), a->fd, a->dir,
+              a->source, (const void *)a->buf, n);
     return 0;
 }
 
@@ -466,43 +639,19 @@ static __always_inline int tls_exit(u8 fn, long ret)
     struct tls_args_t a = *ap;
     active_tls.delete(&tid);
     u32 n = 0;
-    if (a.outlen) {
-        if (ret != 1)
-            return 0;
-        u64 v = 0;
-        bpf_probe_read_user(&v, sizeof(v), (const void *)a.outlen);
-        n = (u32)v;
-    } else {
-        if (ret <= 0)
-            return 0;
+    if (a.outlen) {                     /* SSL_*_ex: 1 and *outlen */
+        if (ret == 1) {
+            u64 v = 0;
+            bpf_probe_read_user(&v, sizeof(v), (const void *)a.outlen);
+            n = (u32)v;
+        }
+    } else if (ret > 0) {
         n = (u32)ret;
     }
-    if (n == 0)
-        return 0;
-    struct ssl_key_t sk = {};
-    sk.ssl = a.ssl;
-    sk.pid = tgid;
-    if (a.fd < 0) {
-        s32 *fdp = ssl_fds.lookup(&sk);
-        if (!fdp) {
-            if (pid_traced(tgid))
-                count_lost(LOST_TLS_NOFD);
-            return 0;
-        }
-        a.fd = *fdp;
-    } else {
-        ssl_fds.update(&sk, &a.fd);
-    }
-    u64 key = conn_key(tgid, a.fd);
-    struct conn_t *c = conns.lookup(&key);
-    if (!c)
-        return 0;   /* not a connection this host opened (e.g. a server) */
-    c->raw = ST_TLS;
-    emit_data(c, &c->plain, a.start_ns, bpf_ktime_get_ns(), a.fd, a.dir,
-              a.source, (const void *)a.buf, n);
-    return 0;
+    return tls_finish(&a, tgid, tid, n);
 }
 
+/* OpenSSL / BoringSSL / LibreSSL */
 int ssl_write_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_WRITE, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
@@ -523,3 +672,91 @@ int ssl_read_ex_enter(struct pt_regs *ctx) {
                      PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 }
 int ssl_read_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ_EX, PT_REGS_RC(ctx)); }
+
+/* GnuTLS: ssize_t gnutls_record_send/recv(session, data, size) */
+int gnutls_send_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_GNUTLS_SEND, S3S_EGRESS, S3S_SRC_GNUTLS, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), 0);
+}
+int gnutls_send_return(struct pt_regs *ctx) { return tls_exit(FN_GNUTLS_SEND, PT_REGS_RC(ctx)); }
+int gnutls_recv_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_GNUTLS_RECV, S3S_INGRESS, S3S_SRC_GNUTLS, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), 0);
+}
+int gnutls_recv_return(struct pt_regs *ctx) { return tls_exit(FN_GNUTLS_RECV, PT_REGS_RC(ctx)); }
+
+/* NSPR: PRInt32 PR_Write/PR_Read/PR_Send/PR_Recv(PRFileDesc *fd, buf, amount, ...).
+ * Only an I/O layer (NSS's SSL layer) carries plaintext; a bare NSPR socket
+ * or file is left to the syscall tracepoints. */
+static __always_inline int nss_enter(struct pt_regs *ctx, u8 fn, u8 dir)
+{
+    u64 fd = PT_REGS_PARM1(ctx), methods = 0;
+    s32 type = 0;
+    if (bpf_probe_read_user(&methods, sizeof(methods), (const void *)fd) != 0 ||
+        bpf_probe_read_user(&type, sizeof(type), (const void *)methods) != 0 ||
+        type != PR_DESC_LAYERED)
+        return 0;
+    return tls_enter(fn, dir, S3S_SRC_NSS, fd, PT_REGS_PARM2(ctx), 0);
+}
+int pr_write_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_WRITE, S3S_EGRESS); }
+int pr_write_return(struct pt_regs *ctx) { return tls_exit(FN_PR_WRITE, PT_REGS_RC(ctx)); }
+int pr_read_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_READ, S3S_INGRESS); }
+int pr_read_return(struct pt_regs *ctx) { return tls_exit(FN_PR_READ, PT_REGS_RC(ctx)); }
+int pr_send_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_SEND, S3S_EGRESS); }
+int pr_send_return(struct pt_regs *ctx) { return tls_exit(FN_PR_SEND, PT_REGS_RC(ctx)); }
+int pr_recv_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_RECV, S3S_INGRESS); }
+int pr_recv_return(struct pt_regs *ctx) { return tls_exit(FN_PR_RECV, PT_REGS_RC(ctx)); }
+
+/* s2n: ssize_t s2n_send/s2n_recv(conn, buf, size, blocked) */
+int s2n_send_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_S2N_SEND, S3S_EGRESS, S3S_SRC_S2N, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), 0);
+}
+int s2n_send_return(struct pt_regs *ctx) { return tls_exit(FN_S2N_SEND, PT_REGS_RC(ctx)); }
+int s2n_recv_enter(struct pt_regs *ctx) {
+    return tls_enter(FN_S2N_RECV, S3S_INGRESS, S3S_SRC_S2N, PT_REGS_PARM1(ctx),
+                     PT_REGS_PARM2(ctx), 0);
+}
+int s2n_recv_return(struct pt_regs *ctx) { return tls_exit(FN_S2N_RECV, PT_REGS_RC(ctx)); }
+
+/* Go crypto/tls.(*Conn).Write/Read, register ABI (amd64): receiver in RAX,
+ * slice b in RBX (ptr) and RCX (len); n returned in RAX; g in R14.  Entry
+ * probes may fire twice (stack growth re-enters the function): the later
+ * one wins.  Exits are uprobes on each RET instruction, never uretprobes. */
+#ifdef __x86_64__
+static __always_inline int go_enter(struct pt_regs *ctx, u8 fn, u8 dir)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32;
+    struct go_key_t k = {};
+    k.g = ctx->r14;
+    k.pid = tgid;
+    struct tls_args_t a = {};
+    tls_args(&a, fn, dir, S3S_SRC_GO, ctx->ax, ctx->bx, 0);
+    active_go.update(&k, &a);
+    u8 one = 1;
+    go_pids.update(&tgid, &one);
+    return 0;
+}
+
+static __always_inline int go_exit(struct pt_regs *ctx, u8 fn)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    u32 tgid = pt >> 32, tid = (u32)pt;
+    struct go_key_t k = {};
+    k.g = ctx->r14;
+    k.pid = tgid;
+    struct tls_args_t *ap = active_go.lookup(&k);
+    if (!ap || ap->fn != fn)
+        return 0;
+    struct tls_args_t a = *ap;
+    active_go.delete(&k);
+    s64 ret = (s64)ctx->ax;
+    return tls_finish(&a, tgid, tid, ret > 0 ? (u32)ret : 0);
+}
+
+int go_write_enter(struct pt_regs *ctx) { return go_enter(ctx, FN_GO_WRITE, S3S_EGRESS); }
+int go_write_return(struct pt_regs *ctx) { return go_exit(ctx, FN_GO_WRITE); }
+int go_read_enter(struct pt_regs *ctx) { return go_enter(ctx, FN_GO_READ, S3S_INGRESS); }
+int go_read_return(struct pt_regs *ctx) { return go_exit(ctx, FN_GO_READ); }
+#endif

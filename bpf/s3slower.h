@@ -20,6 +20,9 @@ enum s3s_kind {
     S3S_EV_CLOSE = 3,    /* close() of a tracked connection */
     S3S_EV_EXEC = 4,     /* a process exec'd; data = filename */
     S3S_EV_EXIT = 5,     /* a thread group ended */
+    S3S_EV_MMAP = 6,     /* a traced process mapped a file executable (a
+                            library loaded, maybe by dlopen); fd = its fd.
+                            Read by the collector only, never forwarded. */
 };
 
 enum s3s_dir { S3S_EGRESS = 0, S3S_INGRESS = 1 };

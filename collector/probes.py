@@ -1,7 +1,9 @@
 """The BCC program: load it, attach uprobes, drain its ring buffer, read its maps.
 
 This is the only module that imports bcc.  Filters are compile-time `-D`
-flags or map entries, never edits of the C text.
+flags or map entries, never edits of the C text.  Every uprobe attached is
+remembered exactly ((path, pid) -> probe points), so detaching a process
+undoes what was done for it and nothing else.
 """
 from __future__ import annotations
 
@@ -11,17 +13,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from s3slower import bpf as bpf_src
-from s3slower.common.events import KERNEL_LOSS_SLOTS
+from s3slower.collector.libraries import Library, ProbePoint
+from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
 
-# (symbol, entry function, return function) per library family.
-OPENSSL_PROBES = (
-    ("SSL_write", "ssl_write_enter", "ssl_write_return"),
-    ("SSL_read", "ssl_read_enter", "ssl_read_return"),
-    ("SSL_write_ex", "ssl_write_ex_enter", "ssl_write_ex_return"),
-    ("SSL_read_ex", "ssl_read_ex_enter", "ssl_read_ex_return"),
-)
-LIBRARY_PROBES = {"openssl": OPENSSL_PROBES}
-
+MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_io", "active_tls",
+             "active_connect", "active_go", "go_pids", "last_rx", "seen_pids")
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
 
 
@@ -61,7 +57,9 @@ class Probes:
         self._cb = _cb  # keep the ctypes callback alive
         self.bpf["events"].open_ring_buffer(_cb)
         # (path, pid) -> number of probes attached there
-        self.attached: dict[tuple[str, int], int] = {}
+        self.attached: dict[tuple[str, int], tuple[ProbePoint, ...]] = {}
+        self.attach_errors = 0
+        self.detach_errors = 0
 
     # -- draining ----------------------------------------------------------
     def poll(self, timeout_ms: int) -> None:
@@ -71,57 +69,73 @@ class Probes:
         self.bpf.ring_buffer_consume()
 
     # -- uprobes -----------------------------------------------------------
-    def attach_library(self, family: str, path: str, pid: int = -1) -> int:
-        """Attach one library family's probes to `path` (all processes when pid=-1)."""
-        if (path, pid) in self.attached:
+    def attach(self, lib: Library, pid: int = -1) -> int:
+        """Attach a library's probe points (all processes when pid=-1)."""
+        key = (lib.path, pid)
+        if key in self.attached:
             return 0
-        n = 0
-        for sym, enter, ret in LIBRARY_PROBES[family]:
+        done = []
+        for pt in lib.points:
+            how = self.bpf.attach_uretprobe if pt.ret else self.bpf.attach_uprobe
             try:
-                self.bpf.attach_uprobe(name=path.encode(), sym=sym.encode(),
-                                       fn_name=enter.encode(), pid=pid)
-                self.bpf.attach_uretprobe(name=path.encode(), sym=sym.encode(),
-                                          fn_name=ret.encode(), pid=pid)
-                n += 1
-            except Exception:  # symbol absent in this build: not an error
-                continue
-        self.attached[(path, pid)] = n
-        return n
+                how(name=lib.path.encode(), addr=pt.addr, fn_name=pt.fn.encode(), pid=pid)
+                done.append(pt)
+            except Exception:  # BCC raises bare Exception (e.g. the process is gone)
+                self.attach_errors += 1
+        self.attached[key] = tuple(done)
+        return len(done)
 
     def detach_pid(self, pid: int) -> None:
-        for (path, p) in [k for k in self.attached if k[1] == pid]:
-            for family in LIBRARY_PROBES.values():
-                for sym, _enter, _ret in family:
-                    for detach in (self.bpf.detach_uprobe, self.bpf.detach_uretprobe):
-                        try:
-                            detach(name=path.encode(), sym=sym.encode(), pid=pid)
-                        except Exception:  # never attached: nothing to undo
-                            pass
-            del self.attached[(path, p)]
+        for key in [k for k in self.attached if k[1] == pid]:
+            for pt in self.attached.pop(key):
+                self._detach(key[0], pt, pid)
+
+    def _detach(self, path: str, pt: ProbePoint, pid: int) -> None:
+        how = self.bpf.detach_uretprobe if pt.ret else self.bpf.detach_uprobe
+        try:
+            how(name=path.encode(), addr=pt.addr, pid=pid)
+        except Exception:  # BCC raises bare Exception; count, do not hide
+            self.detach_errors += 1
+
+    @property
+    def probes_attached(self) -> int:
+        return sum(len(v) for v in self.attached.values())
 
     # -- maps --------------------------------------------------------------
     def trace_pid(self, pid: int) -> None:
         self.bpf["traced_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
-    def forget_pid(self, pid: int) -> None:
-        """Remove every map entry that belongs to an exited process."""
-        tp = self.bpf["traced_pids"]
+    def untrace_pid(self, pid: int) -> None:
         try:
-            del tp[ctypes.c_uint32(pid)]
+            del self.bpf["traced_pids"][ctypes.c_uint32(pid)]
         except KeyError:
             pass
-        conns = self.bpf["conns"]
-        for k in [k for k in conns.keys() if k.value >> 32 == pid]:
-            try:
-                del conns[k]
-            except KeyError:
-                pass
-        fds = self.bpf["ssl_fds"]
-        for k in [k for k in fds.keys() if k.pid == pid]:
-            try:
-                del fds[k]
-            except KeyError:
-                pass
+
+    def watch_comms(self, names) -> None:
+        """Names whose exec marks the process traced in the kernel itself."""
+        table = self.bpf["watch_comms"]
+        for name in names:
+            key = table.Key()
+            raw = name.encode()[:COMM_LEN - 1]
+            ctypes.memmove(key.c, raw, len(raw))
+            table[key] = ctypes.c_uint8(1)
+
+    def forget_pid(self, pid: int) -> None:
+        """Remove every map entry that belongs to an exited process."""
+        self.untrace_pid(pid)
+        try:
+            del self.bpf["go_pids"][ctypes.c_uint32(pid)]
+        except KeyError:
+            pass
+        for name, pid_of in (("conns", lambda k: k.value >> 32),
+                             ("ssl_fds", lambda k: k.pid),
+                             ("active_go", lambda k: k.pid)):
+            table = self.bpf[name]
+            for k in [k for k in table.keys() if pid_of(k) == pid]:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
 
     def lost_counts(self) -> dict[str, int]:
         table = self.bpf["lost"]
@@ -132,7 +146,7 @@ class Probes:
 
     def map_sizes(self) -> dict[str, int]:
         return {name: len(list(self.bpf[name].keys()))
-                for name in ("conns", "ssl_fds", "traced_pids", "active_io", "active_tls")}
+                for name in MAP_NAMES}
 
     def close(self) -> None:
         self.bpf.cleanup()

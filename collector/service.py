@@ -5,26 +5,24 @@ lifetimes; it never looks at captured bytes.
 """
 from __future__ import annotations
 
-import heapq
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
-from s3slower.collector import processes
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.common.events import FIELD_OFFSETS, Kind
 from s3slower.common.protocol import MsgKind
+from s3slower.collector.tracker import Tracker
 from s3slower.common.targets import ProcInfo, Selection, Target
+
+__all__ = ["Collector", "CollectorStats", "Tracker"]
 
 BATCH_MAX_EVENTS = 1024          # one message carries at most this many records
 BATCH_MAX_BYTES = 1024 * 1024    # ... or this many bytes (well under MAX_MESSAGE_BYTES)
 BATCH_MAX_AGE_NS = 20_000_000    # a record waits at most 20 ms to be sent
 HEARTBEAT_NS = 1_000_000_000
 POLL_MS = 20
-# After an exec, look at the process's maps again: libraries load late (dlopen).
-RESCAN_AFTER_EXEC_S = (0.05, 0.25, 1.0, 3.0)
-
 _KIND_OFF = FIELD_OFFSETS["kind"]
 _PID_OFF = FIELD_OFFSETS["pid"]
 
@@ -37,65 +35,8 @@ class CollectorStats:
     attached_libraries: int
     execs: int
     exits: int
-
-
-class Tracker:
-    """Which processes are traced and which libraries are probed."""
-
-    def __init__(self, probes: Probes, selection: Selection,
-                 announce: Callable[[ProcInfo, Target], None]):
-        self.probes = probes
-        self.selection = selection
-        self.announce = announce
-        self.traced: dict[int, Target] = {}
-        self._rescans: list[tuple[float, int]] = []
-        self._system_libs = processes.system_libraries()
-
-    def start(self, now: float) -> None:
-        if self.selection.trace_all:
-            for family, path in self._system_libs:
-                self.probes.attach_library(family, path)
-        for pid in processes.all_pids():
-            self._consider(pid, now, rescans=False)
-
-    def _consider(self, pid: int, now: float, rescans: bool = True) -> None:
-        info = processes.proc_info(pid)
-        if info is None:
-            return
-        target = self.selection.match(info)
-        if target is None:
-            if pid in self.traced:      # exec'd into something untraced
-                self.on_exit(pid)
-            return
-        if not self.selection.trace_all:
-            self.probes.trace_pid(pid)
-            self.traced[pid] = target
-            for family, path in self._system_libs:
-                self.probes.attach_library(family, path, pid)
-            self.announce(info, target)
-        self._attach_mapped(pid)
-        if rescans:
-            for delay in RESCAN_AFTER_EXEC_S:
-                heapq.heappush(self._rescans, (now + delay, pid))
-
-    def _attach_mapped(self, pid: int) -> None:
-        target_pid = -1 if self.selection.trace_all else pid
-        for family, path in processes.mapped_libraries(pid):
-            self.probes.attach_library(family, path, target_pid)
-
-    def on_exec(self, pid: int, now: float) -> None:
-        self._consider(pid, now)
-
-    def on_exit(self, pid: int) -> None:
-        if self.traced.pop(pid, None) is not None:
-            self.probes.detach_pid(pid)
-        self.probes.forget_pid(pid)
-
-    def tick(self, now: float) -> None:
-        while self._rescans and self._rescans[0][0] <= now:
-            _, pid = heapq.heappop(self._rescans)
-            if self.selection.trace_all or pid in self.traced:
-                self._attach_mapped(pid)
+    probes_attached: int      # uprobes in place (per pid in targets mode)
+    attach_errors: int
 
 
 class Collector:
@@ -108,6 +49,7 @@ class Collector:
         self._batch_bytes = 0
         self._batch_started = 0
         self._lifecycle: list[tuple[int, int]] = []
+        self._mmaps: set[int] = set()   # pids that mapped code since the last loop
         self._events = 0
         self._batches = 0
         self._execs = 0
@@ -117,11 +59,14 @@ class Collector:
 
     # Called from inside ring_buffer_poll for every record: keep it short.
     def _on_record(self, raw: bytes) -> None:
+        kind = raw[_KIND_OFF]
+        if kind == Kind.MMAP:           # for the tracker only
+            self._mmaps.add(int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"))
+            return
         if not self._batch:
             self._batch_started = self.clock()
         self._batch.append(raw)
         self._batch_bytes += len(raw)
-        kind = raw[_KIND_OFF]
         if kind == Kind.EXEC or kind == Kind.EXIT:
             self._lifecycle.append((kind, int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little")))
         if len(self._batch) >= BATCH_MAX_EVENTS or self._batch_bytes >= BATCH_MAX_BYTES:
@@ -143,12 +88,13 @@ class Collector:
 
     def start(self) -> None:
         self.publisher.publish(MsgKind.HELLO, {"pid": _getpid(), "version": _version()})
-        self.tracker.start(time.monotonic())
+        self.tracker.start()
 
     def statistics(self) -> CollectorStats:
         return CollectorStats(self._events, self._batches, len(self.tracker.traced),
                               sum(1 for n in self.probes.attached.values() if n),
-                              self._execs, self._exits)
+                              self._execs, self._exits, self.probes.probes_attached,
+                              self.probes.attach_errors)
 
     def heartbeat(self) -> None:
         pub = self.publisher.statistics()
@@ -172,7 +118,6 @@ class Collector:
             if now >= next_hb:
                 self.heartbeat()
                 next_hb = now + HEARTBEAT_NS
-            self.tracker.tick(time.monotonic())
             self.publisher.flush()
         self.probes.consume()
         self._send_batch()
@@ -181,14 +126,19 @@ class Collector:
 
     def _handle_lifecycle(self) -> None:
         events, self._lifecycle = self._lifecycle, []
-        now = time.monotonic()
+        mapped, self._mmaps = self._mmaps, set()
+        exited = set()
         for kind, pid in events:
             if kind == Kind.EXEC:
                 self._execs += 1
-                self.tracker.on_exec(pid, now)
+                self.tracker.on_exec(pid)
+                exited.discard(pid)
             else:
                 self._exits += 1
                 self.tracker.on_exit(pid)
+                exited.add(pid)
+        for pid in mapped - exited:
+            self.tracker.on_mmap(pid)
 
 
 def _getpid() -> int:

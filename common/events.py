@@ -30,6 +30,7 @@ class Kind(enum.IntEnum):
     CLOSE = 3
     EXEC = 4
     EXIT = 5
+    MMAP = 6        # collector-internal: never sent to an aggregator
 
 
 class Direction(enum.IntEnum):

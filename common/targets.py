@@ -55,6 +55,18 @@ class Selection:
         watched = tuple(Target(WATCH_PREFIX + name, "comm", name) for name in watch)
         return cls(frozenset(pids), tuple(targets) + watched)
 
+    @property
+    def match_all(self) -> Target:
+        return ALL
+
+    def exec_comms(self) -> tuple[str, ...]:
+        """Names the kernel can match at exec (the comm there is the executable's
+        basename cut to 15 bytes): comm and exe_basename targets.  A guess the
+        collector confirms with match(); cmdline targets wait for it."""
+        names = {t.value[:15] for t in self.targets
+                 if t.match_type in ("comm", "exe_basename") and t.value}
+        return tuple(sorted(names))
+
     def match(self, p: ProcInfo) -> Optional[Target]:
         """The target that selects p; ALL for everything-mode; None if untraced."""
         if self.trace_all:

@@ -1,0 +1,255 @@
+"""TLS library discovery: which files a process maps, and where to probe them.
+
+A process's TLS code is found in the files it maps executable
+(/proc/PID/maps), three ways:
+  * by file name: libssl.so* (OpenSSL), libgnutls.so* (GnuTLS), libnspr4.so
+    (NSS's I/O functions), libs2n.so* (s2n);
+  * by symbol, in any other mapped file: OpenSSL/BoringSSL (`SSL_write`,
+    `SSL_read`, ...), s2n (`s2n_send`/`s2n_recv`) or GnuTLS compiled into an
+    executable or a bundled extension (node, a self-contained `_ssl`,
+    `_awscrt`), exported (.dynsym) or local (.symtab);
+  * Go programs, stripped or not, through `.gopclntab` (collector/golang.py).
+
+Invariants: reads files and /proc only, never attaches anything; every
+answer is a `Library` whose probe points are virtual addresses in the file;
+results are cached per file identity (device, inode, size, mtime), so a file
+is parsed once however many processes map it; the cache is bounded.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.hash import ELFHashSection, GNUHashSection
+
+from s3slower.collector import golang
+
+# (symbol, BPF entry function, BPF return function) per library family.
+OPENSSL_PROBES = (
+    ("SSL_write", "ssl_write_enter", "ssl_write_return"),
+    ("SSL_read", "ssl_read_enter", "ssl_read_return"),
+    ("SSL_write_ex", "ssl_write_ex_enter", "ssl_write_ex_return"),
+    ("SSL_read_ex", "ssl_read_ex_enter", "ssl_read_ex_return"),
+)
+GNUTLS_PROBES = (
+    ("gnutls_record_send", "gnutls_send_enter", "gnutls_send_return"),
+    ("gnutls_record_recv", "gnutls_recv_enter", "gnutls_recv_return"),
+)
+NSS_PROBES = (
+    ("PR_Write", "pr_write_enter", "pr_write_return"),
+    ("PR_Read", "pr_read_enter", "pr_read_return"),
+    ("PR_Send", "pr_send_enter", "pr_send_return"),
+    ("PR_Recv", "pr_recv_enter", "pr_recv_return"),
+)
+S2N_PROBES = (
+    ("s2n_send", "s2n_send_enter", "s2n_send_return"),
+    ("s2n_recv", "s2n_recv_enter", "s2n_recv_return"),
+)
+LIBRARY_PROBES = {"openssl": OPENSSL_PROBES, "gnutls": GNUTLS_PROBES,
+                  "nss": NSS_PROBES, "s2n": S2N_PROBES}
+GO_PROBES = {"write": ("go_write_enter", "go_write_return"),
+             "read": ("go_read_enter", "go_read_return")}
+
+NAME_FAMILIES = (
+    ("openssl", re.compile(r"/libssl\.so(\.[0-9.]+)?$")),
+    ("gnutls", re.compile(r"/libgnutls\.so(\.[0-9.]+)?$")),
+    ("nss", re.compile(r"/libnspr4\.so(\.[0-9.]+)?$")),
+    ("s2n", re.compile(r"/libs2n\.so(\.[0-9.]+)?$")),
+)
+# Families looked for by symbol inside other files, in this order.
+EMBEDDED_FAMILIES = ("openssl", "s2n", "gnutls")
+# Files parsed per collector lifetime before the cache starts over: far more
+# distinct executables and libraries than a host runs, small per entry.
+MAX_CACHED_FILES = 8192
+SYSTEM_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+                   "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    addr: int          # virtual address in the file (BCC maps it to an offset)
+    fn: str            # BPF function to run there
+    ret: bool          # a uretprobe (never for Go code)
+
+
+@dataclass(frozen=True)
+class Library:
+    family: str        # openssl | gnutls | nss | s2n | go
+    path: str
+    points: tuple[ProbePoint, ...]
+
+
+class LibraryFinder:
+    """Find and cache the TLS probe points of files and processes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, Optional[Library]] = {}
+        self.parse_errors = 0          # files that looked like ELF but did not parse
+
+    def for_pid(self, pid: int) -> list[Library]:
+        return [lib for path in mapped_executables(pid)
+                if (lib := self.for_file(path, pid)) is not None]
+
+    def for_file(self, path: str, pid: int = 0) -> Optional[Library]:
+        real = _reachable(path, pid)
+        if real is None:
+            return None
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if ident in self._cache:
+            return self._cache[ident]
+        lib = self._inspect(real)
+        if len(self._cache) >= MAX_CACHED_FILES:
+            self._cache.clear()
+        self._cache[ident] = lib
+        return lib
+
+    def system_libraries(self) -> list[Library]:
+        """Named TLS libraries where the dynamic linker finds them."""
+        found: dict[str, Library] = {}
+        for d in SYSTEM_LIB_DIRS:
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            for name in names:
+                if any(pat.search("/" + name) for _f, pat in NAME_FAMILIES):
+                    real = os.path.realpath(os.path.join(d, name))
+                    if real not in found and os.path.isfile(real):
+                        lib = self.for_file(real)
+                        if lib is not None:
+                            found[real] = lib
+        return list(found.values())
+
+    @property
+    def cached_files(self) -> int:
+        return len(self._cache)
+
+    def _inspect(self, path: str) -> Optional[Library]:
+        named = next((fam for fam, pat in NAME_FAMILIES if pat.search(path)), None)
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) != b"\x7fELF":
+                    return None
+                f.seek(0)
+                elf = ELFFile(f)
+                if named:
+                    return _symbol_library(elf, named, path, local=False)
+                for family in EMBEDDED_FAMILIES:
+                    lib = _symbol_library(elf, family, path, local=False)
+                    if lib:
+                        return lib
+                if golang.is_go(elf):
+                    return _go_library(f, path)
+                for family in EMBEDDED_FAMILIES:
+                    lib = _symbol_library(elf, family, path, local=True)
+                    if lib:
+                        return lib
+        except OSError:
+            return None
+        except (ELFError, struct.error, golang.GoBinaryError, ValueError):
+            self.parse_errors += 1
+            return None
+        return None
+
+
+def mapped_executables(pid: int) -> list[str]:
+    """Paths of the files pid maps executable, in map order, without repeats."""
+    out: dict[str, None] = {}
+    try:
+        with open(f"/proc/{pid}/maps", "r", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(None, 5)
+                if len(parts) == 6 and "x" in parts[1] and parts[5].startswith("/") \
+                        and not parts[5].endswith(" (deleted)"):
+                    out[parts[5]] = None
+    except OSError:
+        pass
+    return list(out)
+
+
+def _reachable(path: str, pid: int) -> Optional[str]:
+    """The path as this (host) process can open it: through /proc/PID/root when
+    the process lives in another mount namespace."""
+    if pid and os.path.exists(f"/proc/{pid}/root{path}"):
+        host = os.path.realpath(path)
+        inner = f"/proc/{pid}/root{path}"
+        try:
+            if os.path.samefile(host, inner):
+                return host
+        except OSError:
+            pass
+        return inner
+    return os.path.realpath(path) if os.path.exists(path) else None
+
+
+def _symbol_library(elf: ELFFile, family: str, path: str,
+                    local: bool) -> Optional[Library]:
+    specs = LIBRARY_PROBES[family]
+    addrs = _find_functions(elf, [s for s, _e, _r in specs], local)
+    if not _complete(family, addrs):
+        return None
+    points = []
+    for sym, enter, ret in specs:
+        if sym in addrs:
+            points += [ProbePoint(addrs[sym], enter, False), ProbePoint(addrs[sym], ret, True)]
+    return Library(family, path, tuple(points))
+
+
+def _complete(family: str, addrs: dict[str, int]) -> bool:
+    """A family is present when it has a way to write and a way to read."""
+    specs = LIBRARY_PROBES[family]
+    writes = [s for s, e, _r in specs if "write" in e or "send" in e]
+    reads = [s for s, e, _r in specs if "read" in e or "recv" in e]
+    return any(s in addrs for s in writes) and any(s in addrs for s in reads)
+
+
+def _find_functions(elf: ELFFile, names: Iterable[str], local: bool) -> dict[str, int]:
+    """Defined function symbols by name: .dynsym (by hash when there is one),
+    or with local=True the .symtab (skipped unless its string table names one)."""
+    names = list(names)
+    found: dict[str, int] = {}
+    if not local:
+        table = (elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
+                 or elf.get_section_by_name(".dynsym"))
+    else:
+        table = elf.get_section_by_name(".symtab")
+        strtab = elf.get_section_by_name(".strtab")
+        if table is None or strtab is None:
+            return found
+        raw = strtab.data()
+        names = [n for n in names if b"\0" + n.encode() + b"\0" in raw]
+        if not names:
+            return found
+    if table is None:
+        return found
+    lookup = table.get_symbol if isinstance(table, (GNUHashSection, ELFHashSection)) else None
+    for name in names:
+        if lookup is not None:
+            sym = lookup(name)
+        else:
+            syms = table.get_symbol_by_name(name)
+            sym = syms[0] if syms else None
+        if sym is not None and sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"] \
+                and sym["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC"):
+            found[name] = sym["st_value"]
+    return found
+
+
+def _go_library(f, path: str) -> Optional[Library]:
+    tls = golang.find_go_tls(f)
+    if tls is None:
+        return None
+    points = []
+    for fn, (enter, ret) in ((tls.write, GO_PROBES["write"]), (tls.read, GO_PROBES["read"])):
+        points.append(ProbePoint(fn.entry, enter, False))
+        points += [ProbePoint(a, ret, False) for a in fn.rets]
+    return Library("go", path, tuple(points))
