@@ -564,42 +564,41 @@ static __always_inline int tls_enter(u8 fn, u8 dir, u8 source, u64 ssl,
 }
 
 /* The tracked connection a finished TLS call belongs to, binding the TLS
- * object to it for later calls without a nested syscall. */
+ * object to it for later calls without a nested syscall.  Every TLS call
+ * consumes the thread's last_rx: a library fed from memory (node) runs its
+ * TLS calls for a socket right after reading that socket's ciphertext, so a
+ * not-yet-bound object takes the socket read just before, and never one
+ * that an earlier TLS call already answered for. */
 static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid, u32 tid)
 {
+    s32 rx = -1;
+    s32 *rxp = last_rx.lookup(&tid);
+    if (rxp) {
+        rx = *rxp;
+        last_rx.delete(&tid);
+    }
     struct ssl_key_t sk = {};
     sk.ssl = a->ssl;
     sk.pid = tgid;
     u64 key;
     struct conn_t *c = 0;
-    if (a->fd >= 0) {                   /* nested syscall: authoritative */
-        key = conn_key(tgid, a->fd);
-        c = conns.lookup(&key);
-    } else {
+    if (a->fd < 0) {
         struct ssl_fd_t *b = ssl_fds.lookup(&sk);
         if (b) {
             key = conn_key(tgid, b->fd);
             c = conns.lookup(&key);
-            if (c && c->id != b->conn_id)
-                c = 0;                  /* that socket was closed and reused */
-            if (c) {
+            if (c && c->id == b->conn_id) {
                 a->fd = b->fd;
-                if (a->dir == S3S_INGRESS)
-                    last_rx.delete(&tid);
                 return c;
             }
+            /* else: that socket was closed (and its fd maybe reused) */
         }
-        if (a->dir != S3S_INGRESS)
+        if (rx < 0)
             return 0;
-        /* fed from memory: the ciphertext this thread read just before */
-        s32 *rx = last_rx.lookup(&tid);
-        if (!rx)
-            return 0;
-        a->fd = *rx;
-        last_rx.delete(&tid);
-        key = conn_key(tgid, a->fd);
-        c = conns.lookup(&key);
+        a->fd = rx;
     }
+    key = conn_key(tgid, a->fd);    /* nested syscall, or the read just before */
+    c = conns.lookup(&key);
     if (c) {
         struct ssl_fd_t v = {};
         v.conn_id = c->id;
@@ -629,6 +628,8 @@ static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid, u32 tid, u
     return 0;
 }
 
+/* ret: the function's return value, already narrowed to its C type (an
+ * `int` result leaves the upper half of RAX undefined: -1 is 0xffffffff). */
 static __always_inline int tls_exit(u8 fn, long ret)
 {
     u64 pt = bpf_get_current_pid_tgid();
@@ -656,22 +657,22 @@ int ssl_write_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_WRITE, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int ssl_write_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE, PT_REGS_RC(ctx)); }
+int ssl_write_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE, (int)PT_REGS_RC(ctx)); }
 int ssl_read_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_READ, S3S_INGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int ssl_read_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ, PT_REGS_RC(ctx)); }
+int ssl_read_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ, (int)PT_REGS_RC(ctx)); }
 int ssl_write_ex_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_WRITE_EX, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 }
-int ssl_write_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE_EX, PT_REGS_RC(ctx)); }
+int ssl_write_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE_EX, (int)PT_REGS_RC(ctx)); }
 int ssl_read_ex_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_READ_EX, S3S_INGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 }
-int ssl_read_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ_EX, PT_REGS_RC(ctx)); }
+int ssl_read_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ_EX, (int)PT_REGS_RC(ctx)); }
 
 /* GnuTLS: ssize_t gnutls_record_send/recv(session, data, size) */
 int gnutls_send_enter(struct pt_regs *ctx) {
@@ -699,13 +700,13 @@ static __always_inline int nss_enter(struct pt_regs *ctx, u8 fn, u8 dir)
     return tls_enter(fn, dir, S3S_SRC_NSS, fd, PT_REGS_PARM2(ctx), 0);
 }
 int pr_write_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_WRITE, S3S_EGRESS); }
-int pr_write_return(struct pt_regs *ctx) { return tls_exit(FN_PR_WRITE, PT_REGS_RC(ctx)); }
+int pr_write_return(struct pt_regs *ctx) { return tls_exit(FN_PR_WRITE, (int)PT_REGS_RC(ctx)); }
 int pr_read_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_READ, S3S_INGRESS); }
-int pr_read_return(struct pt_regs *ctx) { return tls_exit(FN_PR_READ, PT_REGS_RC(ctx)); }
+int pr_read_return(struct pt_regs *ctx) { return tls_exit(FN_PR_READ, (int)PT_REGS_RC(ctx)); }
 int pr_send_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_SEND, S3S_EGRESS); }
-int pr_send_return(struct pt_regs *ctx) { return tls_exit(FN_PR_SEND, PT_REGS_RC(ctx)); }
+int pr_send_return(struct pt_regs *ctx) { return tls_exit(FN_PR_SEND, (int)PT_REGS_RC(ctx)); }
 int pr_recv_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_RECV, S3S_INGRESS); }
-int pr_recv_return(struct pt_regs *ctx) { return tls_exit(FN_PR_RECV, PT_REGS_RC(ctx)); }
+int pr_recv_return(struct pt_regs *ctx) { return tls_exit(FN_PR_RECV, (int)PT_REGS_RC(ctx)); }
 
 /* s2n: ssize_t s2n_send/s2n_recv(conn, buf, size, blocked) */
 int s2n_send_enter(struct pt_regs *ctx) {
