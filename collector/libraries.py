@@ -9,6 +9,8 @@ A process's TLS code is found in the files it maps executable
     executable or a bundled extension (node, a self-contained `_ssl`,
     `_awscrt`), exported (.dynsym) or local (.symtab);
   * Go programs, stripped or not, through `.gopclntab` (collector/golang.py).
+A function whose first instruction the kernel cannot uprobe gets its probes
+moved (collector/x86entry.py).
 
 Invariants: reads files and /proc only, never attaches anything; every
 answer is a `Library` whose probe points are virtual addresses in the file;
@@ -27,7 +29,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.hash import ELFHashSection, GNUHashSection
 
-from s3slower.collector import golang
+from s3slower.collector import golang, x86entry
 
 # (symbol, BPF entry function, BPF return function) per library family.
 OPENSSL_PROBES = (
@@ -200,11 +202,36 @@ def _symbol_library(elf: ELFFile, family: str, path: str,
     points = []
     for sym, enter, ret in specs:
         if sym in addrs:
-            points += [ProbePoint(addrs[sym], enter, False), ProbePoint(addrs[sym], ret, True)]
-    return Library(family, path, tuple(points))
+            points += _function_points(elf, *addrs[sym], enter, ret)
+    return Library(family, path, tuple(points)) if points else None
 
 
-def _complete(family: str, addrs: dict[str, int]) -> bool:
+def _function_points(elf: ELFFile, addr: int, size: int, enter: str,
+                     ret: str) -> list[ProbePoint]:
+    """Entry uprobe + uretprobe, or moved probes when the entry instruction is
+    one the kernel cannot probe (collector/x86entry.py)."""
+    if elf["e_machine"] != "EM_X86_64":
+        return [ProbePoint(addr, enter, False), ProbePoint(addr, ret, True)]
+    code = _code_at(elf, addr, max(size, 16))
+    if code is None or not x86entry.needs_moving(code):
+        return [ProbePoint(addr, enter, False), ProbePoint(addr, ret, True)]
+    moved = x86entry.move_probes(code[:size], addr) if size else None
+    if moved is None:
+        return []
+    return [ProbePoint(moved.entry, enter, False)] + [ProbePoint(a, ret, False)
+                                                       for a in moved.rets]
+
+
+def _code_at(elf: ELFFile, addr: int, size: int) -> Optional[bytes]:
+    for seg in elf.iter_segments():
+        if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_filesz"]:
+            stream = elf.stream
+            stream.seek(addr - seg["p_vaddr"] + seg["p_offset"])
+            return stream.read(size)
+    return None
+
+
+def _complete(family: str, addrs: dict) -> bool:
     """A family is present when it has a way to write and a way to read."""
     specs = LIBRARY_PROBES[family]
     writes = [s for s, e, _r in specs if "write" in e or "send" in e]
@@ -212,11 +239,12 @@ def _complete(family: str, addrs: dict[str, int]) -> bool:
     return any(s in addrs for s in writes) and any(s in addrs for s in reads)
 
 
-def _find_functions(elf: ELFFile, names: Iterable[str], local: bool) -> dict[str, int]:
+def _find_functions(elf: ELFFile, names: Iterable[str],
+                    local: bool) -> dict[str, tuple[int, int]]:
     """Defined function symbols by name: .dynsym (by hash when there is one),
     or with local=True the .symtab (skipped unless its string table names one)."""
     names = list(names)
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, int]] = {}
     if not local:
         table = (elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
                  or elf.get_section_by_name(".dynsym"))
@@ -240,7 +268,7 @@ def _find_functions(elf: ELFFile, names: Iterable[str], local: bool) -> dict[str
             sym = syms[0] if syms else None
         if sym is not None and sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"] \
                 and sym["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC"):
-            found[name] = sym["st_value"]
+            found[name] = (sym["st_value"], sym["st_size"])
     return found
 
 

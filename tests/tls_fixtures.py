@@ -74,7 +74,7 @@ def check_sequence(tracer, pids: int | list[int], bucket: str, calls: list[Call]
     recs = sorted(tracer.records_for(set(pids)), key=lambda r: r["timestamp"])
     got = [(r["pid"], r["operation"], r["bucket"], r["key"], r["status_code"]) for r in recs]
     want = [(pid, c.op, bucket, c.key, c.status) for pid, c in zip(pids, calls)]
-    assert got == want
+    assert got == want, f"records {got}\n   != calls {want}"
     for r, c in zip(recs, calls):
         where = f"{c.op} {c.key}: {r}"
         assert r["complete"], where
