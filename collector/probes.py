@@ -116,8 +116,7 @@ class Probes:
         table = self.bpf["watch_comms"]
         for name in names:
             key = table.Key()
-            raw = name.encode()[:COMM_LEN - 1]
-            ctypes.memmove(key.c, raw, len(raw))
+            key.c = name.encode()[:COMM_LEN - 1]    # zero-padded, as the kernel's comm
             table[key] = ctypes.c_uint8(1)
 
     def forget_pid(self, pid: int) -> None:
