@@ -39,7 +39,10 @@ class Tracker:
         self.announce = announce
         self.finder = finder or LibraryFinder()
         self.traced: dict[int, Target] = {}
-        self._system_libs: list[Library] = self.finder.system_libraries()
+        # most S3 clients use OpenSSL: in targets mode its probes go in first,
+        # racing the new process's first TLS call
+        self._system_libs: list[Library] = sorted(
+            self.finder.system_libraries(), key=lambda lib: lib.family != "openssl")
 
     def start(self) -> None:
         if self.selection.trace_all:
