@@ -520,6 +520,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 }
 
 /* ---- TLS libraries: plaintext at the library boundary ------------------ */
+/* (One translation unit on purpose: BCC rewrites and loads only what is in
+ * its main file, so these probes cannot move to a header.) */
 
 /* One id per probed function: an exit only completes its own entry. */
 #define FN_SSL_WRITE 1

@@ -55,7 +55,7 @@ class Probes:
             return 0
 
         self._cb = _cb  # keep the ctypes callback alive
-        self.bpf["events"].open_ring_buffer(_cb)
+        self.bpf[b"events"].open_ring_buffer(_cb)
         # (path, pid) -> number of probes attached there
         self.attached: dict[tuple[str, int], tuple[ProbePoint, ...]] = {}
         self.attach_errors = 0
@@ -103,17 +103,17 @@ class Probes:
 
     # -- maps --------------------------------------------------------------
     def trace_pid(self, pid: int) -> None:
-        self.bpf["traced_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self.bpf[b"traced_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def untrace_pid(self, pid: int) -> None:
         try:
-            del self.bpf["traced_pids"][ctypes.c_uint32(pid)]
+            del self.bpf[b"traced_pids"][ctypes.c_uint32(pid)]
         except KeyError:
             pass
 
     def watch_comms(self, names) -> None:
         """Names whose exec marks the process traced in the kernel itself."""
-        table = self.bpf["watch_comms"]
+        table = self.bpf[b"watch_comms"]
         for name in names:
             key = table.Key()
             key.c = name.encode()[:COMM_LEN - 1]    # zero-padded, as the kernel's comm
@@ -123,13 +123,13 @@ class Probes:
         """Remove every map entry that belongs to an exited process."""
         self.untrace_pid(pid)
         try:
-            del self.bpf["go_pids"][ctypes.c_uint32(pid)]
+            del self.bpf[b"go_pids"][ctypes.c_uint32(pid)]
         except KeyError:
             pass
         for name, pid_of in (("conns", lambda k: k.value >> 32),
                              ("ssl_fds", lambda k: k.pid),
                              ("active_go", lambda k: k.pid)):
-            table = self.bpf[name]
+            table = self.bpf[name.encode()]
             for k in [k for k in table.keys() if pid_of(k) == pid]:
                 try:
                     del table[k]
@@ -137,14 +137,14 @@ class Probes:
                     pass
 
     def lost_counts(self) -> dict[str, int]:
-        table = self.bpf["lost"]
+        table = self.bpf[b"lost"]
         out = {}
         for slot, name in KERNEL_LOSS_SLOTS.items():
             out[name] = int(sum(table.getvalue(ctypes.c_int(slot))))
         return out
 
     def map_sizes(self) -> dict[str, int]:
-        return {name: len(list(self.bpf[name].keys()))
+        return {name: len(list(self.bpf[name.encode()].keys()))
                 for name in MAP_NAMES}
 
     def close(self) -> None:

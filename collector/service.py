@@ -11,9 +11,9 @@ from typing import Callable, Optional
 
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
+from s3slower.collector.tracker import Tracker
 from s3slower.common.events import FIELD_OFFSETS, Kind
 from s3slower.common.protocol import MsgKind
-from s3slower.collector.tracker import Tracker
 from s3slower.common.targets import ProcInfo, Selection, Target
 
 __all__ = ["Collector", "CollectorStats", "Tracker"]
