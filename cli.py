@@ -1,40 +1,35 @@
-"""Command line (click): run, attach, collector, aggregator, version.
+"""Command line (click): run, attach, collector, aggregator, keygen, version.
 
+Configuration the documented click way: `-C/--config` is eager and loads the
+file into the command's `default_map`, so every flag given on the command
+line wins over the file and the file wins over the built-in defaults.
 Errors become exit codes here, at the edge: every expected failure is one
 sentence on stderr and a non-zero status; `--debug` adds the traceback.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import traceback
-from dataclasses import asdict
 from typing import Optional
 
 import click
+from click.core import ParameterSource
 
 from s3slower import __version__
+from s3slower import launch
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
-RUNTIME_DIR = "/run/s3slower"
-SERVICE_USER = "s3slower"
-CHILD_READY_TIMEOUT_S = 30
-
-
-class CliError(Exception):
-    """An expected failure: its message is the one sentence the user sees."""
+log = logging.getLogger("s3slower")
 
 
 def _fail(exc: BaseException) -> None:
-    if os.environ.get("S3SLOWER_TRACEBACK") or "--debug" in sys.argv or "--traceback" in sys.argv:
+    if os.environ.get("S3SLOWER_TRACEBACK") or {"--debug", "--traceback"} & set(sys.argv):
         traceback.print_exception(exc)
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    click.echo(f"s3slower: {msg}", err=True)
+    text = str(exc).strip()
+    click.echo(f"s3slower: {text.splitlines()[0] if text else exc.__class__.__name__}", err=True)
     sys.exit(EXIT_ERROR)
 
 
@@ -47,10 +42,10 @@ class Cli(click.Group):
         from s3slower.keys import KeyFileError
         try:
             return super().invoke(ctx)
-        except (CliError, ProbeError, HostPrepError, ConfigError, RecordingError,
+        except (launch.LaunchError, ProbeError, HostPrepError, ConfigError, RecordingError,
                 KeyFileError, OSError) as exc:
             _fail(exc)
-        except Exception as exc:  # zmq and others: still one line, never a bare trace
+        except Exception as exc:  # zmq errors: still one line, never a bare trace
             if exc.__class__.__module__.startswith("zmq"):
                 _fail(exc)
             raise
@@ -80,18 +75,39 @@ def keygen(out_dir, name):
     os.makedirs(out_dir, exist_ok=True)
     for suffix in (".key", ".key_secret"):
         if os.path.exists(os.path.join(out_dir, name + suffix)):
-            raise CliError(f"{os.path.join(out_dir, name + suffix)} exists; not overwriting it")
+            raise launch.LaunchError(f"{os.path.join(out_dir, name + suffix)} exists; "
+                                     "not overwriting it")
     public, secret = zmq.auth.create_certificates(out_dir, name)
     os.chmod(secret, 0o600)
     click.echo(f"wrote {public} (public) and {secret} (secret)")
 
 
-def _is_network(endpoint: str) -> bool:
-    return not endpoint.startswith(("ipc://", "inproc://"))
-
-
 # --------------------------------------------------------------------------
-# shared option sets
+# configuration
+
+def _load_config(ctx: click.Context, _param, value: Optional[str]):
+    """Eager: read the file (or the default one, if present) into default_map."""
+    from s3slower.common.config import DEFAULT_CONFIG_PATH, default_map, load_config
+    cfg = load_config(value or DEFAULT_CONFIG_PATH)
+    ctx.default_map = {**default_map(cfg), **(ctx.default_map or {})}
+    ctx.meta["config"] = cfg
+    ctx.meta["config_path"] = value or (DEFAULT_CONFIG_PATH
+                                        if os.path.exists(DEFAULT_CONFIG_PATH) else None)
+    return value
+
+
+def _config_option(f):
+    return click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False),
+                        is_eager=True, expose_value=True, callback=_load_config,
+                        help="Path to config file (default /etc/s3slower/s3slower.yaml "
+                             "if it exists).")(f)
+
+
+def _explicit(ctx: click.Context) -> set[str]:
+    """Names of the parameters given on the command line."""
+    return {p.name for p in ctx.command.params
+            if ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
+
 
 def _split(values) -> tuple[str, ...]:
     out: list[str] = []
@@ -100,114 +116,165 @@ def _split(values) -> tuple[str, ...]:
     return tuple(out)
 
 
+# --------------------------------------------------------------------------
+# option sets
+
+MODES = ["auto", "http", "openssl", "gnutls", "nss", "go"]
+
+
 def _selection_options(f):
-    f = click.option("--pid", "pids", type=int, multiple=True, help="Trace only this process (repeatable).")(f)
+    f = click.option("--pid", "pids", type=int, multiple=True,
+                     help="Trace only this process (repeatable).")(f)
     f = click.option("--watch", multiple=True, help="Process names to watch (e.g. mc,warp).")(f)
     f = click.option("--targets", "targets_file", type=click.Path(dir_okay=False),
                      help="targets.yml: trace only the processes it matches.")(f)
-    f = click.option("--mode", type=click.Choice(["auto", "http", "openssl", "gnutls", "nss", "go"]),
-                     default="auto", show_default=True, help="Probe mode.")(f)
+    f = click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+                     help="Probe mode: which TLS libraries to probe (http: none).")(f)
     return f
 
 
+# Options the aggregator takes and `run` passes on to its aggregator child.
 def _output_options(f):
-    f = click.option("--output", type=click.Choice(["table", "simple", "json", "none"]),
-                     default="table", show_default=True, help="Terminal output format.")(f)
-    f = click.option("--min-latency", type=click.FloatRange(min=0), default=0, show_default=True,
-                     help="Minimum latency in ms to report.")(f)
-    f = click.option("--prometheus", is_flag=True, help="Enable Prometheus exporter.")(f)
-    f = click.option("-p", "--port", type=click.IntRange(0, 65535), default=9000, show_default=True,
-                     help="Prometheus exporter port.")(f)
-    f = click.option("--host", default="::", show_default=True, help="Prometheus exporter host.")(f)
-    f = click.option("--log-dir", default="/var/log/s3slower", show_default=True, help="Log directory.")(f)
-    f = click.option("--log-max-size", type=click.IntRange(min=1), default=100, show_default=True,
-                     help="Max log size in MB before rotation.")(f)
-    f = click.option("--no-log", is_flag=True, help="Disable file logging.")(f)
-    f = click.option("-C", "--config", "config_path", type=click.Path(dir_okay=False),
-                     help="Path to config file.")(f)
-    f = click.option("--debug", is_flag=True, help="Enable debug output (and tracebacks).")(f)
+    opts = [
+        click.option("--output", type=click.Choice(["table", "simple", "json", "none"]),
+                     default="table", show_default=True, help="Terminal output format."),
+        click.option("--min-latency", type=click.FloatRange(min=0), default=0,
+                     show_default=True, help="Minimum latency in ms to report."),
+        click.option("--prometheus", is_flag=True, help="Enable Prometheus exporter."),
+        click.option("-p", "--port", type=click.IntRange(0, 65535), default=9000,
+                     show_default=True, help="Prometheus exporter port."),
+        click.option("--host", default="::", show_default=True,
+                     help="Prometheus exporter host."),
+        click.option("--interval", type=click.FloatRange(min=0.1), default=5.0,
+                     show_default=True, help="Collection interval (s) of the min/max gauges."),
+        click.option("--max-buckets", type=click.IntRange(min=1), default=1000,
+                     show_default=True, help="Distinct bucket label values before __other__."),
+        click.option("--max-url-length", type=click.IntRange(min=8), default=50,
+                     show_default=True, help="KEY column truncation length."),
+        click.option("--path-style-endpoint", "path_style_endpoints", multiple=True,
+                     help="Host of an S3 endpoint addressed path style (repeatable)."),
+        click.option("--log-dir", default="/var/log/s3slower", show_default=True,
+                     help="Log directory."),
+        click.option("--log-max-size", type=click.IntRange(min=1), default=100,
+                     show_default=True, help="Max log size in MB before rotation."),
+        click.option("--log-max-backups", type=click.IntRange(min=0), default=5,
+                     show_default=True, help="Rotated log files kept."),
+        click.option("--no-log", is_flag=True, help="Disable file logging."),
+        click.option("--debug", is_flag=True, help="Enable debug output (and tracebacks)."),
+        _config_option,
+    ]
+    for o in reversed(opts):
+        f = o(f)
     return f
 
 
-def _selection(pids, watch, targets_file):
+CHILD_PARAMS = ("output", "min_latency", "prometheus", "port", "host", "interval",
+                "max_buckets", "max_url_length", "path_style_endpoints", "log_dir",
+                "log_max_size", "log_max_backups", "no_log", "debug", "config_path",
+                "targets_file")
+
+
+def _child_args(ctx: click.Context) -> list[str]:
+    """The explicit options of `run`/`attach` that the aggregator child takes;
+    the child reads the same config file itself (before dropping root)."""
+    explicit = _explicit(ctx)
+    args: list[str] = []
+    for p in ctx.command.params:
+        if p.name not in CHILD_PARAMS or p.name not in explicit:
+            continue
+        flag = max(p.opts, key=len)
+        value = ctx.params[p.name]
+        if getattr(p, "is_flag", False):
+            args += [flag] if value else []
+        elif getattr(p, "multiple", False):
+            for v in value:
+                args += [flag, str(v)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _targets(targets_file):
     from s3slower.common.config import load_targets
+    return load_targets(targets_file) if targets_file else ()
+
+
+def _selection(pids, watch, targets_file, mode="auto"):
     from s3slower.common.targets import Selection
-    targets = load_targets(targets_file) if targets_file else ()
-    return Selection.build(pids=pids, watch=_split(watch), targets=targets)
+    return Selection.build(pids=pids, watch=_split(watch), targets=_targets(targets_file),
+                           mode=mode)
 
 
-def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise CliError(f"{what} needs root (it loads BPF programs); run it with sudo")
+def _collector_reloader(ctx: click.Context, pids, watch, mode):
+    """Once a second: re-read the config and targets files if they changed (or
+    on SIGHUP) and apply the new targets to running processes."""
+    from s3slower.common.config import ConfigError, load_config
+    from s3slower.reload import ReloadWatch
+    path = ctx.meta.get("config_path")
+    explicit_targets = "targets_file" in _explicit(ctx)
+    state = {"targets_file": ctx.params.get("targets_file")}
+    watch_files = ReloadWatch([path, state["targets_file"]])
+
+    def check(col) -> None:
+        if not watch_files.due():
+            return
+        try:
+            if path and not explicit_targets:
+                state["targets_file"] = load_config(path).targets_file
+                watch_files.paths = [p for p in (path, state["targets_file"]) if p]
+            col.tracker.reselect(_selection(pids, watch, state["targets_file"], mode))
+            log.warning("configuration reloaded: targets applied")
+        except (ConfigError, ValueError, OSError) as exc:
+            log.warning("configuration not reloaded, keeping the running one: %s", exc)
+    return check
+
+
+def _aggregator_reloader(ctx: click.Context, agg):
+    from s3slower.common.config import ConfigError, changed_keys, load_config
+    from s3slower.reload import ReloadWatch
+    path = ctx.meta.get("config_path")
+    if not path:
+        return None
+    explicit = _explicit(ctx)
+    state = {"config": ctx.meta["config"]}
+    watch = ReloadWatch([path])
+    live = {"min_latency_ms": ("min_latency", lambda c: agg.set_min_latency(c.min_latency_ms))}
+
+    def check() -> None:
+        if not watch.due():
+            return
+        try:
+            new = load_config(path)
+        except (ConfigError, OSError) as exc:
+            log.warning("configuration not reloaded, keeping the running one: %s", exc)
+            return
+        for key in changed_keys(state["config"], new):
+            param, apply = live.get(key, (None, None))
+            if apply and param not in explicit:
+                apply(new)
+                log.warning("configuration reloaded: %s = %s", key, _dotted(new, key))
+            elif apply:
+                log.warning("configuration: %s changed but --%s on the command line wins",
+                            key, param.replace("_", "-"))
+            else:
+                log.warning("configuration: %s changed; it takes effect after a restart", key)
+        state["config"] = new
+    return check
+
+
+def _dotted(obj, key: str):
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="s3slower: %(message)s")
 
 
 # --------------------------------------------------------------------------
 # collector
-
-def _run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
-                   on_ready, should_stop, ringbuf_pages: int = 0,
-                   curve=None, group: Optional[str] = None, record_to=None,
-                   buffer_messages: Optional[int] = None,
-                   buffer_bytes: Optional[int] = None) -> None:
-    import zmq
-
-    from s3slower.collector import hostprep
-    from s3slower.collector.probes import DEFAULT_RINGBUF_PAGES, ProgramOptions, Probes
-    from s3slower.collector.publisher import (MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Publisher,
-                                              default_hostname)
-    from s3slower.collector.service import Collector
-
-    hostprep.prepare()
-    ctx = zmq.Context.instance()
-    offset = time.time_ns() - time.monotonic_ns()
-    publisher = Publisher(ctx, endpoint, bind=bind, hostname=hostname or default_hostname(),
-                          wall_offset_ns=offset, curve=curve, record_to=record_to,
-                          max_messages=buffer_messages or MAX_OUTBOX_MESSAGES,
-                          max_bytes=buffer_bytes or MAX_OUTBOX_BYTES)
-    if bind and endpoint.startswith("ipc://") and group:
-        _chgrp(endpoint[len("ipc://"):], group)
-    opts = ProgramOptions(trace_all=selection.trace_all, self_pid=os.getpid(),
-                          ringbuf_pages=ringbuf_pages or DEFAULT_RINGBUF_PAGES)
-    col = Collector(lambda cb: Probes(opts, cb), publisher, selection)
-    try:
-        col.run(should_stop, on_ready)
-    finally:
-        lost = col.probes.lost_counts()
-        col.probes.close()
-        publisher.close()
-    lost["collector_outbox"] = publisher.statistics().dropped_events
-    _summary("collector", {**asdict(col.statistics()), **asdict(publisher.statistics()),
-                           "lost": lost})
-
-
-def _chgrp(path: str, group: str) -> None:
-    import grp
-    try:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
-    except KeyError:
-        pass
-
-
-def _summary(who: str, fields: dict) -> None:
-    """One machine-readable line on stderr at exit: what was done and lost."""
-    import json
-    click.echo(f"s3slower {who} stopped: {json.dumps(fields, sort_keys=True)}", err=True)
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; loops poll it."""
-
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
-        self.stopped = False
-        for s in signals:
-            signal.signal(s, self._set)
-
-    def _set(self, *_):
-        self.stopped = True
-
-    def __call__(self) -> bool:
-        return self.stopped
-
 
 @cli.command()
 @click.option("--bind", help="Endpoint to bind (local: ipc:///run/s3slower/collector.sock).")
@@ -227,19 +294,24 @@ class _StopFlag:
               help="Also write every published message to this file (mode 0600).")
 @click.option("--ringbuf-pages", type=int, default=0, hidden=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def collector(bind, connect, hostname, curve_secret_key, curve_server_key, insecure, pids,
-              watch, targets_file, mode, buffer_messages, buffer_mb, record_path,
-              ringbuf_pages, debug):
+@_config_option
+@click.pass_context
+def collector(ctx, bind, connect, hostname, curve_secret_key, curve_server_key, insecure,
+              pids, watch, targets_file, mode, buffer_messages, buffer_mb, record_path,
+              ringbuf_pages, debug, config_path):
     """The privileged half: load BPF, attach, publish events."""
     from s3slower.keys import collector_curve
+    _logging(debug)
+    if not bind and not connect:
+        connect = ctx.meta["config"].transport.endpoint
     if bool(bind) == bool(connect):
         raise click.UsageError("give exactly one of --bind or --connect")
     endpoint = bind or connect
     curve = collector_curve(endpoint, curve_secret_key, curve_server_key, insecure)
-    _require_root("the collector")
+    selection = _selection(pids, watch, targets_file, mode)
+    launch.require_root("the collector")
     if bind and bind.startswith("ipc://"):
-        _runtime_dir(os.path.dirname(bind[len("ipc://"):]))
-    stop = _StopFlag()
+        launch.runtime_dir(os.path.dirname(bind[len("ipc://"):]))
 
     def ready():
         from s3slower.sdnotify import notify
@@ -250,86 +322,86 @@ def collector(bind, connect, hostname, curve_secret_key, curve_server_key, insec
     if record_path:
         fd = os.open(record_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         record_to = os.fdopen(fd, "wb")
-    _run_collector(endpoint, bool(bind), _selection(pids, watch, targets_file), hostname,
-                   ready, stop, ringbuf_pages, curve=curve, group=SERVICE_USER,
-                   record_to=record_to, buffer_messages=buffer_messages,
-                   buffer_bytes=buffer_mb * 1024 * 1024 if buffer_mb else None)
+    reloader = _collector_reloader(ctx, pids, watch, mode)
+    launch.run_collector(endpoint, bool(bind), selection, hostname, ready, launch.StopFlag(),
+                         ringbuf_pages=ringbuf_pages, curve=curve, record_to=record_to,
+                         buffer_messages=buffer_messages,
+                         buffer_bytes=buffer_mb * 1024 * 1024 if buffer_mb else None,
+                         reload=reloader)
 
 
 # --------------------------------------------------------------------------
 # aggregator
 
-def _drop_privileges(user: str, allow_root: bool) -> None:
-    import pwd
-    if os.geteuid() != 0:
-        return
-    if allow_root:
-        return
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise CliError(f"the aggregator will not run as root and user {user!r} does not "
-                       "exist; create it (make dev does) or pass --allow-root") from None
-    os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-
-
 @cli.command()
 @click.option("--connect", "connects", multiple=True, help="Collector endpoint(s) to connect to.")
 @click.option("--bind", "binds", multiple=True, help="Endpoint(s) collectors connect to.")
 @_output_options
+@click.option("--targets", "targets_file", type=click.Path(dir_okay=False),
+              help="targets.yml whose prom_labels keys become metric labels.")
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
               help="The aggregator's CurveZMQ .key_secret file (server key).")
 @click.option("--allowed-keys", type=click.Path(exists=True, file_okay=False),
               help="Directory of allowed collectors' public .key files.")
 @click.option("--insecure", is_flag=True, help="Allow plain TCP without CurveZMQ.")
-@click.option("--user", default=SERVICE_USER, show_default=True,
+@click.option("--user", default=launch.SERVICE_USER, show_default=True,
               help="Unprivileged user to become when started as root.")
 @click.option("--allow-root", is_flag=True, help="Keep running as root.")
 @click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False),
               help="Replay a `collector --record` file instead of subscribing.")
 @click.option("--exit-on-bye", is_flag=True, hidden=True)
 @click.option("--parent-pid", type=int, default=0, hidden=True)
-def aggregator(connects, binds, output, min_latency, prometheus, port, host, log_dir,
-               log_max_size, no_log, config_path, debug, curve_secret_key, allowed_keys,
-               insecure, user, allow_root, replay_path, exit_on_bye, parent_pid):
+@click.pass_context
+def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_keys, insecure,
+               user, allow_root, replay_path, exit_on_bye, parent_pid, **o):
     """The unprivileged half: decode, parse, correlate, output."""
     import zmq
 
-    from s3slower.aggregator.outputs import OutputOptions, build_sinks
+    from s3slower.aggregator.outputs import OutputOptions, build_outputs
     from s3slower.aggregator.pipeline import Pipeline
     from s3slower.aggregator.service import Aggregator
     from s3slower.aggregator.subscriber import Subscriber
+    from s3slower.common.config import label_keys
+    from s3slower.keys import aggregator_curve
 
+    _logging(o["debug"])
+    if not (connects or binds or replay_path) and ctx.meta["config"].transport.endpoint:
+        binds = (ctx.meta["config"].transport.endpoint,)
     if bool(connects) + bool(binds) + bool(replay_path) != 1:
         raise click.UsageError("give one of --connect, --bind or --replay")
-    import logging
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="s3slower: %(message)s")
-    from s3slower.keys import aggregator_curve
     curve = aggregator_curve(list(connects or binds), curve_secret_key, allowed_keys, insecure)
-    replay_file = open(replay_path, "rb") if replay_path else None  # before dropping root
-    _drop_privileges(user, allow_root)
-    opts = OutputOptions(output=output, prometheus=prometheus, prom_host=host, prom_port=port,
-                         log_dir=None if no_log else log_dir, log_max_size_mb=log_max_size)
+    extra_labels = label_keys(_targets(targets_file))
+    replay_file = open(replay_path, "rb") if replay_path else None   # before dropping root
+    launch.drop_privileges(user, allow_root)
+    opts = OutputOptions(
+        output=o["output"], max_url_length=o["max_url_length"],
+        log_dir=None if o["no_log"] else o["log_dir"], log_max_size_mb=o["log_max_size"],
+        log_max_backups=o["log_max_backups"], prometheus=o["prometheus"],
+        prom_host=o["host"], prom_port=o["port"], extra_label_keys=extra_labels,
+        max_buckets=o["max_buckets"], interval_s=o["interval"])
+    pipeline = Pipeline(path_style_hosts=frozenset(o["path_style_endpoints"]))
     if replay_file:
         from s3slower.aggregator.replay import replay
+        outputs = build_outputs(opts)
+        agg = Aggregator(None, pipeline, outputs.sinks, min_latency_ms=o["min_latency"])
         with replay_file:
-            replay(replay_file, Aggregator(None, Pipeline(), build_sinks(opts),
-                                           min_latency_ms=min_latency))
+            try:
+                replay(replay_file, agg)
+            finally:
+                outputs.close()
+        _aggregator_summary(agg, 0)
         return
     if exit_on_bye:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides
-    stop = _StopFlag(signals=(signal.SIGTERM,) if exit_on_bye else (signal.SIGINT, signal.SIGTERM))
+    stop = launch.StopFlag(signals=(signal.SIGTERM,) if exit_on_bye
+                           else (signal.SIGINT, signal.SIGTERM))
     sub = Subscriber(zmq.Context.instance(), list(connects or binds), bind=bool(binds),
                      curve=curve)
-    agg = Aggregator(sub, Pipeline(), build_sinks(opts), min_latency_ms=min_latency)
+    outputs = build_outputs(opts, [lambda: {"collectors_refused": sub.refused()}])
+    agg = Aggregator(sub, pipeline, outputs.sinks, min_latency_ms=o["min_latency"])
 
     def should_stop() -> bool:
-        if stop():
-            return True
-        if exit_on_bye and agg.byes > 0:
+        if stop() or (exit_on_bye and agg.byes > 0):
             return True
         return bool(parent_pid) and os.getppid() != parent_pid
 
@@ -340,123 +412,50 @@ def aggregator(connects, binds, output, min_latency, prometheus, port, host, log
             click.echo("s3slower aggregator: ready", err=True)
 
     try:
-        agg.run(should_stop, ready)
+        agg.run(should_stop, ready, _aggregator_reloader(ctx, agg))
     finally:
         sub.close()
+        outputs.close()
+    _aggregator_summary(agg, sub.refused())
+
+
+def _aggregator_summary(agg, refused: int) -> None:
     st = agg.pipeline.statistics()
-    _summary("aggregator", {"messages": st.messages, "events": st.events, "records": st.records,
-                            "errors": st.errors, "lost": st.lost,
-                            "collectors_refused": sub.refused()})
+    launch.summary("aggregator", {"messages": st.messages, "events": st.events,
+                                  "records": st.records, "errors": st.errors, "lost": st.lost,
+                                  "collectors_refused": refused})
 
 
 # --------------------------------------------------------------------------
 # run / attach: both halves on one host
 
-def _runtime_dir(path: str) -> None:
-    import grp
-    os.makedirs(path, mode=0o750, exist_ok=True)
-    try:
-        os.chown(path, 0, grp.getgrnam(SERVICE_USER).gr_gid)
-    except KeyError:
-        pass
-    os.chmod(path, 0o750)
-
-
-def _child_args(endpoint: str, opts: dict) -> list[str]:
-    args = [sys.executable, "-m", "s3slower", "aggregator", "--connect", endpoint,
-            "--output", opts["output"], "--min-latency", str(opts["min_latency"]),
-            "--exit-on-bye", "--parent-pid", str(os.getpid())]
-    if opts["prometheus"]:
-        args += ["--prometheus", "--port", str(opts["port"]), "--host", opts["host"]]
-    if opts["no_log"]:
-        args.append("--no-log")
-    else:
-        args += ["--log-dir", opts["log_dir"], "--log-max-size", str(opts["log_max_size"])]
-    if opts.get("config_path"):
-        args += ["--config", opts["config_path"]]
-    if opts["debug"]:
-        args.append("--debug")
-    try:
-        import pwd
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        args += ["--user", "nobody"]
-    return args
-
-
-def _run_both(selection, opts: dict) -> None:
-    _require_root("s3slower run")
-    _runtime_dir(RUNTIME_DIR)
-    endpoint = f"ipc://{RUNTIME_DIR}/run-{os.getpid()}.sock"
-    if not opts["no_log"]:
-        _log_dir(opts["log_dir"])
-    notify_name = f"\0s3slower-run-{os.getpid()}"
-    ready_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ready_sock.bind(notify_name)
-    env = dict(os.environ, NOTIFY_SOCKET="@" + notify_name[1:])
-    child = subprocess.Popen(_child_args(endpoint, opts), env=env, cwd="/")
-    stop = _StopFlag()
-
-    def ready():
-        ready_sock.settimeout(CHILD_READY_TIMEOUT_S)
-        try:
-            while ready_sock.recv(256).strip() != b"READY=1":
-                pass
-        except socket.timeout:
-            raise CliError("the aggregator did not become ready") from None
-        from s3slower.sdnotify import notify
-        notify("READY=1")
-        click.echo("s3slower: ready", err=True)
-
-    def should_stop() -> bool:
-        return stop() or child.poll() is not None
-
-    try:
-        _run_collector(endpoint, True, selection, None, ready, should_stop,
-                       group=SERVICE_USER)
-    finally:
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.terminate()
-            child.wait(timeout=5)
-        ready_sock.close()
-        try:
-            os.unlink(endpoint[len("ipc://"):])
-        except OSError:
-            pass
-    if child.returncode not in (0, None, -signal.SIGTERM):
-        raise CliError(f"the aggregator exited with status {child.returncode}")
-
-
-def _log_dir(path: str) -> None:
-    import pwd
-    os.makedirs(path, mode=0o750, exist_ok=True)
-    try:
-        pw = pwd.getpwnam(SERVICE_USER)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    except KeyError:
-        pass
+def _run(ctx: click.Context, selection, pids=(), watch=(), mode="auto") -> None:
+    _logging(ctx.params["debug"])
+    log_to = None if ctx.params["no_log"] else ctx.params["log_dir"]
+    launch.run_both(selection, _child_args(ctx), log_to=log_to,
+                    reload=_collector_reloader(ctx, pids, watch, mode))
 
 
 @cli.command()
 @_output_options
 @_selection_options
-def run(pids, watch, targets_file, mode, **opts):
+@click.pass_context
+def run(ctx, pids, watch, targets_file, mode, **_):
     """Run the tracer on this host (collector + unprivileged aggregator)."""
-    _run_both(_selection(pids, watch, targets_file), opts)
+    _run(ctx, _selection(pids, watch, targets_file, mode), pids, watch, mode)
 
 
 @cli.command()
 @click.option("--pid", type=int, required=True, help="Process ID to attach to.")
-@click.option("--mode", type=click.Choice(["auto", "http", "openssl", "gnutls", "nss", "go"]),
-              default="auto", show_default=True, help="Probe mode.")
+@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
+              help="Probe mode.")
 @_output_options
-def attach(pid, mode, **opts):
+@click.pass_context
+def attach(ctx, pid, mode, **_):
     """Attach to a specific process (and its threads)."""
     if not os.path.exists(f"/proc/{pid}"):
-        raise CliError(f"no process with pid {pid}")
-    _run_both(_selection((pid,), (), None), opts)
+        raise launch.LaunchError(f"no process with pid {pid}")
+    _run(ctx, _selection((pid,), (), None, mode), (pid,), (), mode)
 
 
 def main() -> None:

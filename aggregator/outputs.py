@@ -1,13 +1,18 @@
-"""Build the aggregator's outputs (sinks) from its options."""
+"""Build the aggregator's outputs (sinks) from its options.
+
+Every sink that can drop something (terminal queue, log queue, log writes)
+reports its totals as loss sources, so /metrics and the status line show them.
+"""
 from __future__ import annotations
 
-import json
+import os
 import sys
-from dataclasses import dataclass
-from typing import Optional, TextIO
+from dataclasses import dataclass, field
+from typing import Optional
 
-from s3slower.aggregator.pipeline import PipelineStats
-from s3slower.aggregator.records import Record
+from s3slower.aggregator.logfile import RotatingJsonLog
+from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, terminal_width,
+                                          use_color)
 
 OUTPUTS = ("table", "simple", "json", "none")
 
@@ -27,23 +32,48 @@ class OutputOptions:
     interval_s: float = 5.0
 
 
-class JsonLinesSink:
-    def __init__(self, stream: TextIO = sys.stdout):
-        self.stream = stream
-
-    def emit(self, rec: Record) -> None:
-        self.stream.write(json.dumps(rec.to_json_dict(), separators=(",", ":")) + "\n")
-        self.stream.flush()
-
-    def tick(self, stats: PipelineStats, now_wall_ns: int) -> None:
-        pass
+@dataclass
+class Outputs:
+    sinks: list = field(default_factory=list)
+    server: object = None          # metrics_server.MetricsServer when --prometheus
+    terminal: Optional[TerminalWriter] = None
+    metrics: object = None         # metrics.Metrics when --prometheus
 
     def close(self) -> None:
-        self.stream.flush()
+        for s in self.sinks:
+            s.close()
+        if self.server is not None:
+            self.server.close()
 
 
-def build_sinks(opts: OutputOptions) -> list:
-    sinks: list = []
-    if opts.output == "json":
-        sinks.append(JsonLinesSink())
-    return sinks
+def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
+    """`extra_loss`: callables returning more loss totals by source (e.g. auth)."""
+    out = Outputs()
+    loss_sources = list(extra_loss)
+    log = None
+    if opts.log_dir:
+        log = RotatingJsonLog(opts.log_dir, max_size_bytes=opts.log_max_size_mb * 1024 * 1024,
+                              max_backups=opts.log_max_backups)
+        loss_sources.append(lambda: {"log_queue": log.statistics().records_dropped,
+                                     "log_write": log.statistics().records_failed})
+        out.sinks.append(log)
+    if opts.output != "none":
+        color = opts.output == "table" and use_color(sys.stdout, os.environ)
+        width = terminal_width(sys.stdout, os.environ)
+        renderer = make_renderer(opts.output, width=width,
+                                 max_url_length=opts.max_url_length, color=color)
+        out.terminal = TerminalWriter(sys.stdout, renderer, loss_sources=loss_sources)
+        out.sinks.append(out.terminal)
+        term = out.terminal
+        loss_sources = loss_sources + [lambda: {"terminal": term.statistics().dropped_lines}]
+    if opts.prometheus:
+        from prometheus_client import CollectorRegistry
+
+        from s3slower.aggregator.metrics import Metrics, MetricsSink
+        from s3slower.aggregator.metrics_server import serve
+        registry = CollectorRegistry(auto_describe=True)
+        out.metrics = Metrics(registry, extra_label_keys=opts.extra_label_keys,
+                              max_buckets=opts.max_buckets, interval_s=opts.interval_s)
+        out.sinks.append(MetricsSink(out.metrics, loss_sources))
+        out.server = serve(registry, opts.prom_host, opts.prom_port)
+    return out

@@ -46,5 +46,3 @@ def replay(f: BinaryIO, agg: Aggregator) -> None:
             next_tick = clock.now + TICK_NS
     clock.now += agg.pipeline.request_timeout_ns + TICK_NS
     agg.tick()
-    for s in agg.sinks:
-        s.close()

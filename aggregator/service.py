@@ -68,7 +68,9 @@ class Aggregator:
             s.tick(stats, now)
 
     def run(self, should_stop: Callable[[], bool],
-            on_ready: Optional[Callable[[], None]] = None) -> None:
+            on_ready: Optional[Callable[[], None]] = None,
+            every_second: Optional[Callable[[], None]] = None) -> None:
+        """`every_second` runs with the tick (config reload lives there)."""
         if on_ready:
             on_ready()
         next_tick = time.monotonic_ns()
@@ -77,6 +79,8 @@ class Aggregator:
             if time.monotonic_ns() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic_ns() + TICK_NS
+                if every_second:
+                    every_second()
         # drain what is already here, then flush outputs
         while True:
             frames = self.subscriber.receive(0)
@@ -84,5 +88,3 @@ class Aggregator:
                 break
             self.handle_frames(frames)
         self.tick()
-        for s in self.sinks:
-            s.close()

@@ -63,7 +63,10 @@ class Probes:
 
     # -- draining ----------------------------------------------------------
     def poll(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms, then drain: data records do not wake us
+        (BPF_RB_NO_WAKEUP below WAKEUP_BYTES), so the consume is what reads them."""
         self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()
 
     def consume(self) -> None:
         self.bpf.ring_buffer_consume()
@@ -114,6 +117,7 @@ class Probes:
     def watch_comms(self, names) -> None:
         """Names whose exec marks the process traced in the kernel itself."""
         table = self.bpf[b"watch_comms"]
+        table.clear()
         for name in names:
             key = table.Key()
             key.c = name.encode()[:COMM_LEN - 1]    # zero-padded, as the kernel's comm

@@ -104,7 +104,9 @@ class Collector:
         self.publisher.publish(MsgKind.HEARTBEAT, {"stats": stats, "lost": lost})
 
     def run(self, should_stop: Callable[[], bool],
-            on_ready: Optional[Callable[[], None]] = None) -> None:
+            on_ready: Optional[Callable[[], None]] = None,
+            every_second: Optional[Callable[[], None]] = None) -> None:
+        """`every_second` runs with the heartbeat (config reload lives there)."""
         self.start()
         if on_ready:
             on_ready()
@@ -118,6 +120,8 @@ class Collector:
             if now >= next_hb:
                 self.heartbeat()
                 next_hb = now + HEARTBEAT_NS
+                if every_second:
+                    every_second()
             self.publisher.flush()
         self.probes.consume()
         self._send_batch()

@@ -47,9 +47,21 @@ class Tracker:
     def start(self) -> None:
         if self.selection.trace_all:
             for lib in self._system_libs:
-                self.probes.attach(lib, ALL_PIDS)
+                if _wanted(self.selection.match_all, lib):
+                    self.probes.attach(lib, ALL_PIDS)
         else:
             self.probes.watch_comms(self.selection.exec_comms())
+        for pid in processes.all_pids():
+            self._consider(pid)
+
+    def reselect(self, selection: Selection) -> None:
+        """Apply new targets to every running process (config reload)."""
+        if selection.trace_all != self.selection.trace_all:
+            raise ValueError("switching between tracing everything and tracing targets "
+                             "needs a restart")
+        self.selection = selection
+        if not selection.trace_all:
+            self.probes.watch_comms(selection.exec_comms())
         for pid in processes.all_pids():
             self._consider(pid)
 

@@ -6,7 +6,7 @@ command line, whether it is traced and under which target (for prom_labels).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
 
 MATCH_TYPES = ("comm", "exe_basename", "cmdline_substring")
@@ -45,19 +45,23 @@ WATCH_PREFIX = "watch:"
 class Selection:
     pids: frozenset[int] = frozenset()
     targets: tuple[Target, ...] = ()
+    mode: str = "auto"      # --mode: the TLS families probed (http: none)
 
     @property
     def trace_all(self) -> bool:
         return not self.pids and not self.targets
 
     @classmethod
-    def build(cls, pids=(), watch=(), targets=()) -> "Selection":
-        watched = tuple(Target(WATCH_PREFIX + name, "comm", name) for name in watch)
-        return cls(frozenset(pids), tuple(targets) + watched)
+    def build(cls, pids=(), watch=(), targets=(), mode: str = "auto") -> "Selection":
+        """A --mode other than auto overrides every target's own mode."""
+        watched = tuple(Target(WATCH_PREFIX + name, "comm", name, mode) for name in watch)
+        if mode != "auto":
+            targets = tuple(replace(t, mode=mode) for t in targets)
+        return cls(frozenset(pids), tuple(targets) + watched, mode)
 
     @property
     def match_all(self) -> Target:
-        return ALL
+        return ALL if self.mode == "auto" else replace(ALL, mode=self.mode)
 
     def exec_comms(self) -> tuple[str, ...]:
         """Names the kernel can match at exec (the comm there is the executable's
@@ -70,9 +74,9 @@ class Selection:
     def match(self, p: ProcInfo) -> Optional[Target]:
         """The target that selects p; ALL for everything-mode; None if untraced."""
         if self.trace_all:
-            return ALL
+            return self.match_all
         if p.pid in self.pids:
-            return Target(f"pid:{p.pid}", "comm", p.comm)
+            return Target(f"pid:{p.pid}", "comm", p.comm, self.mode)
         for t in self.targets:
             if t.matches(p):
                 return t

@@ -1,0 +1,215 @@
+"""Start the halves: the collector loop, and `run`'s collector + aggregator child.
+
+The privilege line is the process line: `run` keeps the collector (root) in
+this process and starts the aggregator as a child that drops to the
+`s3slower` user before it reads a byte from the collector.  The child says
+READY=1 on a private notify socket; only then does `run` say `s3slower: ready`.
+"""
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Callable, Optional
+
+import click
+
+RUNTIME_DIR = "/run/s3slower"
+SERVICE_USER = "s3slower"
+CHILD_READY_TIMEOUT_S = 30
+
+
+class LaunchError(RuntimeError):
+    """A half could not be started or stopped as it should."""
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise LaunchError(f"{what} needs root (it loads BPF programs); run it with sudo")
+
+
+def summary(who: str, fields: dict) -> None:
+    """One machine-readable line on stderr at exit: what was done and lost."""
+    click.echo(f"s3slower {who} stopped: {json.dumps(fields, sort_keys=True)}", err=True)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; loops poll it."""
+
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.stopped = False
+        for s in signals:
+            signal.signal(s, self._set)
+
+    def _set(self, *_):
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+
+# -- directories ------------------------------------------------------------
+
+def runtime_dir(path: str = RUNTIME_DIR) -> None:
+    """The ipc directory: root and the s3slower group only (SPEC §7).
+
+    Only a directory of our own is created and tightened; an existing one
+    elsewhere (e.g. /tmp for a test's socket) is used as it is."""
+    if os.path.isdir(path) and os.path.realpath(path) != RUNTIME_DIR:
+        return
+    os.makedirs(path, mode=0o750, exist_ok=True)
+    try:
+        os.chown(path, 0, grp.getgrnam(SERVICE_USER).gr_gid)
+    except KeyError:
+        pass
+    os.chmod(path, 0o750)
+
+
+def log_dir(path: str) -> None:
+    """Create the log directory for the unprivileged aggregator to write."""
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o750, exist_ok=True)
+    try:
+        pw = pwd.getpwnam(SERVICE_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    except KeyError:
+        pass
+
+
+def chgrp(path: str, group: str = SERVICE_USER) -> None:
+    try:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+    except KeyError:
+        pass
+
+
+# -- the collector ------------------------------------------------------------
+
+def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
+                  on_ready, should_stop, *, ringbuf_pages: int = 0, curve=None,
+                  record_to=None, buffer_messages: Optional[int] = None,
+                  buffer_bytes: Optional[int] = None,
+                  reload: Optional[Callable[[object], None]] = None) -> None:
+    """Load, attach, drain and publish until should_stop(); `reload(collector)`
+    runs once a second."""
+    import zmq
+
+    from s3slower.collector import hostprep
+    from s3slower.collector.probes import DEFAULT_RINGBUF_PAGES, ProgramOptions, Probes
+    from s3slower.collector.publisher import (MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Publisher,
+                                              default_hostname)
+    from s3slower.collector.service import Collector
+
+    hostprep.prepare()
+    offset = time.time_ns() - time.monotonic_ns()
+    publisher = Publisher(zmq.Context.instance(), endpoint, bind=bind,
+                          hostname=hostname or default_hostname(), wall_offset_ns=offset,
+                          curve=curve, record_to=record_to,
+                          max_messages=buffer_messages or MAX_OUTBOX_MESSAGES,
+                          max_bytes=buffer_bytes or MAX_OUTBOX_BYTES)
+    if bind and endpoint.startswith("ipc://"):
+        chgrp(endpoint[len("ipc://"):])
+    opts = ProgramOptions(trace_all=selection.trace_all, self_pid=os.getpid(),
+                          ringbuf_pages=ringbuf_pages or DEFAULT_RINGBUF_PAGES)
+    col = Collector(lambda cb: Probes(opts, cb), publisher, selection)
+    try:
+        col.run(should_stop, on_ready, (lambda: reload(col)) if reload else None)
+    finally:
+        lost = col.probes.lost_counts()
+        col.probes.close()
+        publisher.close()
+    lost["collector_outbox"] = publisher.statistics().dropped_events
+    summary("collector", {**asdict(col.statistics()), **asdict(publisher.statistics()),
+                          "lost": lost})
+
+
+# -- run: both halves -----------------------------------------------------------
+
+def run_both(selection, child_args: list[str], *, log_to: Optional[str],
+             reload: Optional[Callable[[object], None]] = None) -> None:
+    """Collector here, aggregator as an unprivileged child; `child_args` are
+    the aggregator options to pass on (besides the endpoint)."""
+    require_root("s3slower run")
+    runtime_dir(RUNTIME_DIR)
+    endpoint = f"ipc://{RUNTIME_DIR}/run-{os.getpid()}.sock"
+    if log_to:
+        log_dir(log_to)
+    notify_name = f"\0s3slower-run-{os.getpid()}"
+    ready_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ready_sock.bind(notify_name)
+    env = dict(os.environ, NOTIFY_SOCKET="@" + notify_name[1:])
+    args = [sys.executable, "-m", "s3slower", "aggregator", "--connect", endpoint,
+            "--exit-on-bye", "--parent-pid", str(os.getpid()), *child_args]
+    if not _user_exists(SERVICE_USER):
+        args += ["--user", "nobody"]
+    child = subprocess.Popen(args, env=env, cwd="/")
+    stop = StopFlag()
+
+    def ready():
+        ready_sock.settimeout(CHILD_READY_TIMEOUT_S)
+        try:
+            while ready_sock.recv(256).strip() != b"READY=1":
+                pass
+        except socket.timeout:
+            raise LaunchError("the aggregator did not become ready") from None
+        from s3slower.sdnotify import notify
+        notify("READY=1")
+        click.echo("s3slower: ready", err=True)
+
+    def every_second(col) -> None:
+        if reload:
+            reload(col)
+
+    def forward_hup(*_):
+        child.send_signal(signal.SIGHUP)
+
+    try:
+        run_collector(endpoint, True, selection, None, ready,
+                      lambda: stop() or child.poll() is not None,
+                      reload=every_second)
+    finally:
+        _end_child(child)
+        ready_sock.close()
+        try:
+            os.unlink(endpoint[len("ipc://"):])
+        except OSError:
+            pass
+    if child.returncode not in (0, None, -signal.SIGTERM):
+        raise LaunchError(f"the aggregator exited with status {child.returncode}")
+
+
+def _end_child(child: subprocess.Popen) -> None:
+    try:
+        child.wait(timeout=5)       # it leaves on our BYE
+    except subprocess.TimeoutExpired:
+        child.terminate()
+        child.wait(timeout=5)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def drop_privileges(user: str, allow_root: bool) -> None:
+    if os.geteuid() != 0 or allow_root:
+        return
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise LaunchError(f"the aggregator will not run as root and user {user!r} does not "
+                          "exist; create it (make dev does) or pass --allow-root") from None
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
