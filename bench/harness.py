@@ -137,11 +137,8 @@ def parse_summary(text: str, who: str) -> dict:
 
 
 def cli_env() -> dict:
-    """The environment the CLI runs in; bench/_shim papers over a module that
-    cli.py imports but the tree may not have yet (it does nothing otherwise)."""
-    shim = str(BENCH_DIR / "_shim")
-    old = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=shim + (os.pathsep + old if old else ""))
+    """The environment the CLI runs in."""
+    return dict(os.environ)
 
 
 class Proc:
@@ -374,20 +371,6 @@ def profile_inclusive(path: Path, n: int = 15) -> list[tuple[float, str]]:
             counts[fr] = counts.get(fr, 0) + int(cnt)
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
     return [(c / total, f) for f, c in top] if total else []
-
-
-def shimmed() -> list[str]:
-    """Modules bench/_shim stands in for because the tree lacks them (see there)."""
-    import importlib.util
-    out = []
-    for name in ("s3slower.common.config", "s3slower.aggregator.redact",
-                 "s3slower.aggregator.s3ops"):
-        try:
-            if importlib.util.find_spec(name) is None:
-                out.append(name)
-        except ImportError:
-            out.append(name)
-    return out
 
 
 def prog_names() -> dict[int, str]:
