@@ -322,16 +322,15 @@ class MessageStream:
         return i + consumed
 
     def _parse_head(self, head: bytes) -> Optional[Head]:
-        lines = head.split(b"\r\n")
-        first = lines[0].decode("latin-1")
-        parts = first.split(" ", 2)
+        lines = head.decode("latin-1").split("\r\n")    # decoded once: the hot path
+        parts = lines[0].split(" ", 2)
         headers: dict[str, str] = {}
         for raw in lines[1:]:
-            name, sep, value = raw.partition(b":")
+            name, sep, value = raw.partition(":")
             if not sep or not name or name != name.strip():
                 return None
-            key = name.decode("latin-1").lower()
-            val = value.strip().decode("latin-1")
+            key = name.lower()
+            val = value.strip()
             headers[key] = headers[key] + ", " + val if key in headers else val
         start, first_end, source = self._head_start
         if self.is_request:

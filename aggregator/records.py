@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 
-@dataclass(frozen=True, slots=True)
+# slots, not frozen: a frozen dataclass's __init__ costs ~1 µs more per
+# instance on the per-event path.  Treated as immutable all the same.
+@dataclass(slots=True)
 class Record:
     start_wall_ns: int          # request start (SPEC §5), wall clock ns
     hostname: str

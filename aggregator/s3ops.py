@@ -51,6 +51,10 @@ MODEL_FILE = Path(__file__).with_name("s3model.json")
 UNKNOWN = "Unknown"
 X_ID = "x-id"
 CONTROL_PREFIX = "s3express-control."
+# Decisions per host and per request shape are memoised: a host's style and
+# an operation depend on few inputs, and S3 clients repeat them endlessly.
+CACHE_SIZE = 4096
+MAX_CACHED_QUERY_KEYS = 8
 
 _S3_LABEL = re.compile(r"s3(?:-[a-z0-9-]+|express[a-z0-9-]*)?\Z")
 # (suffix, labels between bucket and suffix) of providers without an s3 label.
@@ -168,6 +172,7 @@ def _provider_bucket(name: str) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def _virtual_bucket(name: str, path_style_hosts: frozenset[str]) -> str:
     """The bucket a host name carries ("" when the endpoint is path style)."""
     if not isinstance(path_style_hosts, frozenset):
@@ -262,8 +267,34 @@ def classify(method: str, target: str, headers: Mapping[str, str], *,
     literal = INDEX.literals.get((method, path))
     if literal:
         return S3Target(literal, "", "")
+    if not isinstance(path_style_hosts, frozenset):
+        path_style_hosts = frozenset(path_style_hosts or ())
     bucket, key = _bucket_and_key(_virtual_bucket(name, path_style_hosts), path)
-    candidates = INDEX.rules.get((method, bool(bucket), bool(key)), ())
-    operation = _choose(candidates, _parse_query(query_text), headers,
-                        name.startswith(CONTROL_PREFIX))
-    return S3Target(operation, bucket, key)
+    query = _parse_query(query_text)
+    # the choice depends only on what the rules look at: memoise on exactly that
+    signature = (method, bool(bucket), bool(key), frozenset(query),
+                 tuple((k, query[k]) for k in _VALUED if k in query),
+                 tuple(h in headers for h in _HEADERS), name.startswith(CONTROL_PREFIX))
+    return S3Target(_operation(signature, query, headers), bucket, key)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _operation_of(signature: tuple) -> str:
+    method, has_bucket, has_key, keys, valued, _present, control = signature
+    query = dict.fromkeys(keys, "")
+    query.update(valued)
+    headers = {h: "" for h, there in zip(_HEADERS, signature[5]) if there}
+    return _choose(INDEX.rules.get((method, has_bucket, has_key), ()), query, headers, control)
+
+
+def _operation(signature: tuple, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+    if len(signature[3]) > MAX_CACHED_QUERY_KEYS:   # odd requests are not worth a slot
+        return _choose(INDEX.rules.get(signature[:3], ()), query, headers, signature[6])
+    return _operation_of(signature)
+
+
+# What the rules compare: query keys with a fixed value (and x-id), and headers.
+_VALUED = tuple(sorted({k for rules in INDEX.rules.values() for r in rules
+                        for k, v in r.query if v is not None} | {X_ID}))
+_HEADERS = tuple(sorted({h for rules in INDEX.rules.values() for r in rules
+                         for h in r.headers}))
