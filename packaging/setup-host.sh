@@ -11,7 +11,7 @@ want_test=0
 
 arch=$(dpkg --print-architecture)
 pkgs=(python3-bpfcc python3-venv python3-pip "linux-headers-$arch"
-      python3-zmq python3-msgpack python3-prometheus-client python3-yaml python3-click)
+      python3-zmq python3-msgpack python3-prometheus-client python3-yaml python3-click python3-pyelftools python3-capstone)
 if [ "$want_test" = 1 ]; then
     pkgs+=(curl tmux iproute2 tcpdump)
 fi
