@@ -70,7 +70,7 @@ def test_rpm_metadata_lists_dependencies_and_files(rpm_file, capsys):
     reqs = set(requires.splitlines())
     for dep in ("python3 >= 3.9", "python3-bcc", "(python3-zmq or python3-pyzmq)",
                 "python3-msgpack", "python3-prometheus_client", "python3-pyyaml",
-                "python3-click"):
+                "python3-click", "python3-pyelftools", "python3-capstone"):
         assert dep in reqs
     assert not any(r.startswith("bcc") for r in reqs)    # never PyPI's unrelated "bcc"
     listed = set(files.splitlines())
@@ -97,7 +97,8 @@ def test_deb_control_conffiles_and_files(deb_file):
     assert field("Architecture") == "all"
     depends = {d.strip().split()[0] for d in field("Depends").split(",")}
     assert depends == {"python3", "python3-bpfcc", "python3-zmq", "python3-msgpack",
-                       "python3-prometheus-client", "python3-yaml", "python3-click"}
+                       "python3-prometheus-client", "python3-yaml", "python3-click",
+                       "python3-pyelftools", "python3-capstone"}
     assert "linux-headers-amd64" in field("Recommends")
     conffiles = _run("dpkg-deb", "--info", str(deb_file), "conffiles").split()
     assert set(conffiles) == set(CONFIGS)
