@@ -68,7 +68,8 @@ class Chunk:
     source: int = 0       # events.Source of the call
 
 
-@dataclass(frozen=True, slots=True)
+# slots, not frozen (cheaper to build on the per-message path); never mutated.
+@dataclass(slots=True)
 class Head:
     is_request: bool
     method: str           # requests
@@ -80,7 +81,7 @@ class Head:
     source: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class End:
     end_ns: int           # return of the call carrying the last byte
     body_bytes: int
@@ -88,7 +89,7 @@ class End:
     complete: bool = True  # False: ended by a gap or close before framing said so
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lost:
     end_ns: int           # return of the call where the loss was noticed
 

@@ -16,33 +16,30 @@ _END = FIELD_OFFSETS["end_ns"]
 TICK_NS = 1_000_000_000
 
 
-class _RecordingClock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, frame: bytes) -> None:
-        try:
-            msg = protocol.decode(frame)
-        except protocol.ProtocolError:
-            return
-        for raw in msg.body.get("events", ()) if msg.kind is protocol.MsgKind.EVENTS else ():
+def _latest_return(msg: protocol.Message) -> int:
+    """The wall-clock return stamp of the newest event in an EVENTS message."""
+    latest = 0
+    if msg.kind is protocol.MsgKind.EVENTS:
+        for raw in msg.body["events"]:
             if len(raw) >= HEADER_SIZE:
-                end = int.from_bytes(raw[_END:_END + 8], "little") + msg.wall_offset_ns
-                self.now = max(self.now, end)
+                latest = max(latest, int.from_bytes(raw[_END:_END + 8], "little"))
+    return latest + msg.wall_offset_ns if latest else 0
 
 
 def replay(f: BinaryIO, agg: Aggregator) -> None:
-    clock = _RecordingClock()
-    agg.clock = clock
+    now = 0
+    agg.clock = lambda: now
     next_tick = 0
     for frame in recording.read_frames(f):
-        clock.advance(frame)
-        agg.handle_frames([frame])
-        if clock.now >= next_tick:
+        try:
+            msg = protocol.decode(frame)
+        except protocol.ProtocolError:
+            agg.pipeline.count_malformed()
+            continue
+        now = max(now, _latest_return(msg))
+        agg.handle_message(msg, now)
+        if now >= next_tick:
             agg.tick()
-            next_tick = clock.now + TICK_NS
-    clock.now += agg.pipeline.request_timeout_ns + TICK_NS
+            next_tick = now + TICK_NS
+    now += agg.pipeline.request_timeout_ns + TICK_NS
     agg.tick()

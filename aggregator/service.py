@@ -54,11 +54,14 @@ class Aggregator:
             except protocol.ProtocolError:
                 self.pipeline.count_malformed()
                 continue
-            if msg.kind is MsgKind.BYE:
-                self.byes += 1
-            elif msg.kind is MsgKind.HELLO:
-                self.hellos += 1
-            self._emit(self.pipeline.handle(msg, now))
+            self.handle_message(msg, now)
+
+    def handle_message(self, msg: protocol.Message, now: int) -> None:
+        if msg.kind is MsgKind.BYE:
+            self.byes += 1
+        elif msg.kind is MsgKind.HELLO:
+            self.hellos += 1
+        self._emit(self.pipeline.handle(msg, now))
 
     def tick(self) -> None:
         now = self.clock()
