@@ -234,7 +234,12 @@ def _aggregator_reloader(ctx: click.Context, agg):
     from s3slower.reload import ReloadWatch
     path = ctx.meta.get("config_path")
     if not path:
+        signal.signal(signal.SIGHUP, lambda *_: log.warning(
+            "SIGHUP: no configuration file to re-read"))
         return None
+    if not os.access(path, os.R_OK):        # after dropping root: as the service user
+        log.warning("%s is not readable by this process (uid %d): configuration changes "
+                    "take effect after a restart", path, os.geteuid())
     explicit = _explicit(ctx)
     state = {"config": ctx.meta["config"]}
     watch = ReloadWatch([path])

@@ -163,13 +163,11 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
         from s3slower.sdnotify import notify
         notify("READY=1")
         click.echo("s3slower: ready", err=True)
+        forward_sighup_to(child)        # it handles SIGHUP once it is ready
 
     def every_second(col) -> None:
         if reload:
             reload(col)
-
-    def forward_hup(*_):
-        child.send_signal(signal.SIGHUP)
 
     try:
         run_collector(endpoint, True, selection, None, ready,
@@ -184,6 +182,18 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
             pass
     if child.returncode not in (0, None, -signal.SIGTERM):
         raise LaunchError(f"the aggregator exited with status {child.returncode}")
+
+
+def forward_sighup_to(child: subprocess.Popen) -> None:
+    """SIGHUP (re-read the configuration) reaches both halves of `run`."""
+    previous = signal.getsignal(signal.SIGHUP)
+
+    def forward(signum, frame):
+        if child.poll() is None:
+            child.send_signal(signal.SIGHUP)
+        if callable(previous):
+            previous(signum, frame)
+    signal.signal(signal.SIGHUP, forward)
 
 
 def _end_child(child: subprocess.Popen) -> None:
