@@ -253,7 +253,10 @@ def _aggregator_reloader(ctx: click.Context, agg):
         except (ConfigError, OSError) as exc:
             log.warning("configuration not reloaded, keeping the running one: %s", exc)
             return
-        for key in changed_keys(state["config"], new):
+        changed = changed_keys(state["config"], new)
+        if not changed:
+            log.warning("configuration re-read: no change")
+        for key in changed:
             param, apply = live.get(key, (None, None))
             if apply and param not in explicit:
                 apply(new)

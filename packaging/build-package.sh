@@ -26,7 +26,7 @@ case "$fmt" in deb|rpm) ;; *) echo "usage: $0 deb|rpm" >&2; exit 2 ;; esac
 
 PY=/usr/bin/python3          # the distribution's Python, never a pyenv/venv one
 RELEASE=1
-DEPS_DEB="python3 (>= 3.9), python3-bpfcc, python3-zmq, python3-msgpack, python3-prometheus-client, python3-yaml, python3-click, python3-pyelftools, python3-capstone"
+DEPS_DEB="python3 (>= 3.9), python3-bpfcc, python3-zmq, python3-msgpack, python3-prometheus-client, python3-yaml, python3-click, python3-pyelftools, python3-capstone, procps"
 RECOMMENDS_DEB="linux-headers-amd64 | linux-headers-arm64 | linux-headers-generic"
 
 # -- build tools -------------------------------------------------------------

@@ -265,6 +265,25 @@ def test_deb_boots_starts_stops_and_purges(base_root, deb, tmp_path, capsys):
             box.ok("stat -c '%G %a' /run/s3slower/collector.sock | grep -qx 's3slower 660'")
             report.append("/run/s3slower root:s3slower 0750, socket group s3slower 0660")
 
+        # reload: both halves get SIGHUP, re-read their files and keep running
+        pids = box.ok("systemctl show -p MainPID --value s3slower-collector "
+                      "s3slower-aggregator").split()
+        box.ok("systemctl reload s3slower", STEP_TIMEOUT_S)
+        time.sleep(1)
+        assert box.ok("systemctl show -p MainPID --value s3slower-collector "
+                      "s3slower-aggregator").split() == pids
+        for unit in ("s3slower-aggregator",) if skipped else ("s3slower-collector",
+                                                              "s3slower-aggregator"):
+            assert box.sh(f"systemctl is-active {unit}").stdout.strip() == "active", unit
+        said = {"s3slower-aggregator": "configuration re-read: no change",
+                "s3slower-collector": "configuration reloaded: targets applied"}
+        for unit in ("s3slower-aggregator",) if skipped else said:
+            box.ok(f"for i in $(seq 50); do journalctl -u {unit} -o cat --no-pager | "
+                   f"grep -qF '{said[unit]}' && exit 0; sleep 0.2; done; "
+                   f"journalctl -u {unit} --no-pager | tail -12; exit 1")
+        report.append("systemctl reload s3slower: both halves re-read their configuration "
+                      "(SIGHUP) and keep running, same pids")
+
         # stop: both go.  PartOf= queues their stop jobs, which run after the
         # top unit's (ordering is reversed on stop), so `stop` may return first.
         box.ok("systemctl stop s3slower", STEP_TIMEOUT_S)

@@ -70,7 +70,7 @@ def test_rpm_metadata_lists_dependencies_and_files(rpm_file, capsys):
     reqs = set(requires.splitlines())
     for dep in ("python3 >= 3.9", "python3-bcc", "(python3-zmq or python3-pyzmq)",
                 "python3-msgpack", "python3-prometheus_client", "python3-pyyaml",
-                "python3-click", "python3-pyelftools", "python3-capstone"):
+                "python3-click", "python3-pyelftools", "python3-capstone", "/usr/bin/kill"):
         assert dep in reqs
     assert not any(r.startswith("bcc") for r in reqs)    # never PyPI's unrelated "bcc"
     listed = set(files.splitlines())
@@ -98,7 +98,7 @@ def test_deb_control_conffiles_and_files(deb_file):
     depends = {d.strip().split()[0] for d in field("Depends").split(",")}
     assert depends == {"python3", "python3-bpfcc", "python3-zmq", "python3-msgpack",
                        "python3-prometheus-client", "python3-yaml", "python3-click",
-                       "python3-pyelftools", "python3-capstone"}
+                       "python3-pyelftools", "python3-capstone", "procps"}
     assert "linux-headers-amd64" in field("Recommends")
     conffiles = _run("dpkg-deb", "--info", str(deb_file), "conffiles").split()
     assert set(conffiles) == set(CONFIGS)

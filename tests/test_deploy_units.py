@@ -42,7 +42,7 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 @pytest.fixture(scope="module")
 def verify_root(tmp_path_factory) -> Path:
-    """A root with the host's units, ours, /bin/true and a stub s3slower."""
+    """A root with the host's units, ours, /bin/true, /bin/kill and a stub s3slower."""
     host_units = next((Path(d) for d in HOST_UNIT_DIRS if Path(d, "sysinit.target").exists()), None)
     if host_units is None:
         pytest.skip("no systemd unit directory on this host to verify against")
@@ -58,6 +58,7 @@ def verify_root(tmp_path_factory) -> Path:
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
     shutil.copy("/bin/true", root / "usr/bin/true")
+    shutil.copy("/bin/kill", root / "usr/bin/kill")       # ExecReload=
     return root
 
 
