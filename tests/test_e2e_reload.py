@@ -63,6 +63,14 @@ def stderr_has(tracer: Tracer, text: str, what: str) -> None:
     wait_until(lambda: text in tracer.err_path.read_text(), 10, what)
 
 
+def assert_recorded_now(tracer: Tracer, server) -> None:
+    """The next request is printed, and the tracer kept running throughout."""
+    pid = curl(server)
+    recs = tracer.wait_records({pid}, 1)
+    assert [(r["comm"], r["operation"]) for r in recs] == [("curl", "ListObjectsV2")]
+    assert tracer.proc.poll() is None
+
+
 def test_min_latency_reloads_when_the_file_changes(tmp_path, conf_dir, moto_http):
     need_root_bpf()
     config = conf_dir / "s3slower.yaml"
@@ -75,10 +83,7 @@ def test_min_latency_reloads_when_the_file_changes(tmp_path, conf_dir, moto_http
         config.write_text("min_latency_ms: 0\n")
         stderr_has(tracer, "configuration reloaded: min_latency_ms = 0",
                    "the aggregator to apply the new min_latency_ms")
-        pid = curl(moto_http)
-        recs = tracer.wait_records({pid}, 1)
-        assert [(r["comm"], r["operation"]) for r in recs] == [("curl", "ListObjectsV2")]
-        assert tracer.proc.poll() is None
+        assert_recorded_now(tracer, moto_http)
     finally:
         tracer.stop()
 
@@ -106,9 +111,6 @@ def test_sighup_reloads_targets_and_min_latency(tmp_path, conf_dir, moto_http):
                    "the collector to apply the new targets")
         stderr_has(tracer, "configuration reloaded: min_latency_ms = 0",
                    "the aggregator (run's child) to apply the new min_latency_ms")
-        pid = curl(moto_http)
-        recs = tracer.wait_records({pid}, 1)
-        assert [(r["comm"], r["operation"]) for r in recs] == [("curl", "ListObjectsV2")]
-        assert tracer.proc.poll() is None
+        assert_recorded_now(tracer, moto_http)
     finally:
         tracer.stop()
