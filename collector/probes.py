@@ -63,8 +63,8 @@ class Probes:
 
     # -- draining ----------------------------------------------------------
     def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms, then drain: data records do not wake us
-        (BPF_RB_NO_WAKEUP below WAKEUP_BYTES), so the consume is what reads them."""
+        """Wait up to timeout_ms, then drain: most data records do not wake us
+        (BPF_RB_NO_WAKEUP but every WAKEUP_EVERY-th), so the consume reads them."""
         self.bpf.ring_buffer_poll(timeout_ms)
         self.bpf.ring_buffer_consume()
 
