@@ -172,11 +172,14 @@ def _provider_bucket(name: str) -> str:
     return ""
 
 
+def _frozen(hosts) -> frozenset[str]:
+    """Any collection of hosts as a frozenset (the caches below need one)."""
+    return hosts if isinstance(hosts, frozenset) else frozenset(hosts or ())
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _virtual_bucket(name: str, path_style_hosts: frozenset[str]) -> str:
     """The bucket a host name carries ("" when the endpoint is path style)."""
-    if not isinstance(path_style_hosts, frozenset):
-        path_style_hosts = frozenset(path_style_hosts or ())
     if ("." not in name or _is_ip(name)
             or name in _normalized(path_style_hosts)):
         return ""
@@ -189,7 +192,7 @@ def is_path_style(host: str, path_style_hosts: frozenset[str] = frozenset()) -> 
     """True when requests to `host` name the bucket in the path."""
     if not isinstance(host, str):
         return True
-    return _virtual_bucket(_hostname(host), path_style_hosts) == ""
+    return _virtual_bucket(_hostname(host), _frozen(path_style_hosts)) == ""
 
 
 # --- request target --------------------------------------------------------
@@ -267,9 +270,7 @@ def classify(method: str, target: str, headers: Mapping[str, str], *,
     literal = INDEX.literals.get((method, path))
     if literal:
         return S3Target(literal, "", "")
-    if not isinstance(path_style_hosts, frozenset):
-        path_style_hosts = frozenset(path_style_hosts or ())
-    bucket, key = _bucket_and_key(_virtual_bucket(name, path_style_hosts), path)
+    bucket, key = _bucket_and_key(_virtual_bucket(name, _frozen(path_style_hosts)), path)
     query = _parse_query(query_text)
     # the choice depends only on what the rules look at: memoise on exactly that
     signature = (method, bool(bucket), bool(key), frozenset(query),
@@ -280,10 +281,10 @@ def classify(method: str, target: str, headers: Mapping[str, str], *,
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _operation_of(signature: tuple) -> str:
-    method, has_bucket, has_key, keys, valued, _present, control = signature
+    method, has_bucket, has_key, keys, valued, present, control = signature
     query = dict.fromkeys(keys, "")
     query.update(valued)
-    headers = {h: "" for h, there in zip(_HEADERS, signature[5]) if there}
+    headers = {h: "" for h, there in zip(_HEADERS, present) if there}
     return _choose(INDEX.rules.get((method, has_bucket, has_key), ()), query, headers, control)
 
 
