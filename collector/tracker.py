@@ -63,6 +63,10 @@ class Tracker:
         if not selection.trace_all:
             self.probes.watch_comms(selection.exec_comms())
         for pid in processes.all_pids():
+            if pid in self.traced:
+                info = processes.proc_info(pid)
+                if info is not None and selection.match(info) == self.traced[pid]:
+                    continue        # still the same target: its probes stay attached
             self._consider(pid)
 
     def on_exec(self, pid: int) -> None:
