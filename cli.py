@@ -221,7 +221,7 @@ def _collector_reloader(ctx: click.Context, pids, watch, mode):
         try:
             if path and not explicit_targets:
                 state["targets_file"] = load_config(path).targets_file
-                watch_files.paths = [p for p in (path, state["targets_file"]) if p]
+                watch_files.set_paths([path, state["targets_file"]])
             col.tracker.reselect(_selection(pids, watch, state["targets_file"], mode))
             log.warning("configuration reloaded: targets applied")
         except (ConfigError, ValueError, OSError) as exc:

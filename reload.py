@@ -20,11 +20,18 @@ def _stamp(path: str) -> Optional[tuple[int, int, int]]:
 
 class ReloadWatch:
     def __init__(self, paths: Iterable[Optional[str]], *, sighup: bool = True):
-        self.paths = [p for p in paths if p]
-        self._stamps = {p: _stamp(p) for p in self.paths}
+        self.paths: list[str] = []
+        self._stamps: dict[str, Optional[tuple[int, int, int]]] = {}
+        self.set_paths(paths)
         self._hup = False
         if sighup:
             signal.signal(signal.SIGHUP, self._on_hup)
+
+    def set_paths(self, paths: Iterable[Optional[str]]) -> None:
+        """Watch these files from now on (a newly named one as it is now)."""
+        self.paths = [p for p in paths if p]
+        for p in self.paths:
+            self._stamps.setdefault(p, _stamp(p))
 
     def _on_hup(self, *_):
         self._hup = True
