@@ -14,8 +14,10 @@
  *  - Go crypto/tls state is keyed by goroutine (g, from R14), never by thread:
  *    a goroutine may park inside Read and resume on another thread.  The
  *    syscall tracepoints find the running goroutine from the user registers.
- *  - Per-thread state is deleted when the thread exits; per-process state
- *    (traced_pids, go_pids) when the process exits, in the kernel itself.
+ *  - The syscall in progress is kept in task-local storage (`threads`),
+ *    freed with the thread by the kernel; the other per-thread state is
+ *    deleted when the thread exits, per-process state (traced_pids, go_pids)
+ *    when the process exits, in the kernel itself.
  *  - Every map is bounded (LRU or per-thread) and every dropped record is
  *    counted in `lost` by slot.
  *
@@ -49,6 +51,7 @@
 /* slots of the `lost` counter array; mirrored in common/events.py */
 #define LOST_RINGBUF 0          /* ring buffer full: record dropped */
 #define LOST_TLS_NOFD 1         /* TLS plaintext with no known socket */
+#define LOST_THREAD_STATE 2     /* no per-thread storage for a call */
 #define LOST_SLOTS 4
 
 enum conn_state { ST_UNKNOWN = 0, ST_HTTP = 1, ST_TLS = 2, ST_OTHER = 3 };
@@ -78,10 +81,12 @@ struct conn_t {
 struct io_args_t {
     u64 start_ns;
     u64 buf;        /* buffer, iovec array or msghdr */
+    u64 conn_id;
     u32 fd;
     u32 vlen;
     u8 dir;
     u8 shape;       /* SHAPE_* */
+    u8 raw;         /* the connection's raw state at entry */
 };
 #define SHAPE_BUF 0
 #define SHAPE_IOVEC 1
@@ -90,6 +95,16 @@ struct io_args_t {
 struct connect_args_t {
     u64 addr;
     u32 fd;
+};
+
+/* Per-thread state of the syscall in progress, in task-local storage: one
+ * pointer away from the task (no hashing, no locks, no free list), and freed
+ * by the kernel with the thread. */
+struct thread_t {
+    struct io_args_t io;
+    struct connect_args_t connect;
+    u8 in_io;
+    u8 in_connect;
 };
 
 struct tls_args_t {
@@ -133,8 +148,7 @@ BPF_PERCPU_ARRAY(submits, u64, 1);     /* data records submitted, for WAKEUP_EVE
 BPF_HASH(traced_pids, u32, u8, 65536);
 BPF_TABLE("lru_hash", u32, u8, seen_pids, 65536);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, MAX_CONNS);
-BPF_HASH(active_io, u32, struct io_args_t, MAX_THREADS);
-BPF_HASH(active_connect, u32, struct connect_args_t, MAX_THREADS);
+BPF_TASK_STORAGE(threads, struct thread_t);
 BPF_HASH(active_tls, u32, struct tls_args_t, MAX_THREADS);
 BPF_TABLE("lru_hash", struct ssl_key_t, struct ssl_fd_t, ssl_fds, MAX_CONNS);
 /* tid -> fd of the TLS ciphertext it read last, until a TLS read consumes it */
@@ -191,7 +205,7 @@ static __always_inline u8 classify(const u8 *d, u32 cap)
 
 /* Copy one buffer into a record and submit it.  `state` is the connection's
  * raw or plain classification, updated on the first egress bytes. */
-static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
+static __always_inline void emit_data(u64 conn_id, u8 *state, u64 start,
                                       u64 end, u32 fd, u8 dir, u8 source,
                                       const void *buf, u32 len)
 {
@@ -215,7 +229,7 @@ static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
     u64 pt = bpf_get_current_pid_tgid();
     r->h.start_ns = start;
     r->h.end_ns = end;
-    r->h.conn_id = c->id;
+    r->h.conn_id = conn_id;
     r->h.pid = pt >> 32;
     r->h.tid = (u32)pt;
     r->h.fd = fd;
@@ -293,39 +307,50 @@ static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
     struct conn_t *c = conns.lookup(&key);
     if (!c)
         return 0;
-    struct tls_args_t *t = active_tls.lookup(&tid);
-    if (!t && go_pids.lookup(&tgid))
-        t = go_call_here(tgid);
-    if (t) {
-        /* ciphertext of a TLS call: name its socket, never emit it */
-        if (t->fd < 0)
-            t->fd = fd;
-        c->raw = ST_TLS;
-        return 0;
-    }
-    if (c->raw == ST_TLS) {
-        if (dir == S3S_INGRESS) {
-            s32 sfd = fd;
-            last_rx.update(&tid, &sfd);
+    /* plain HTTP on the wire cannot be a TLS call's ciphertext: the fast
+     * path skips the TLS lookups */
+    if (c->raw != ST_HTTP) {
+        struct tls_args_t *t = active_tls.lookup(&tid);
+        if (!t && go_pids.lookup(&tgid))
+            t = go_call_here(tgid);
+        if (t) {
+            /* ciphertext of a TLS call: name its socket, never emit it */
+            if (t->fd < 0)
+                t->fd = fd;
+            c->raw = ST_TLS;
+            return 0;
         }
+        if (c->raw == ST_TLS) {
+            if (dir == S3S_INGRESS) {
+                s32 sfd = fd;
+                last_rx.update(&tid, &sfd);
+            }
+            return 0;
+        }
+        if (c->raw == ST_OTHER)
+            return 0;
+    }
+    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0,
+                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!th) {
+        count_lost(LOST_THREAD_STATE);
         return 0;
     }
-    if (c->raw == ST_OTHER)
-        return 0;
-    struct io_args_t a = {};
-    a.start_ns = bpf_ktime_get_ns();
-    a.buf = buf;
-    a.fd = fd;
-    a.vlen = vlen;
-    a.dir = dir;
-    a.shape = shape;
-    active_io.update(&tid, &a);
+    th->io.start_ns = bpf_ktime_get_ns();
+    th->io.buf = buf;
+    th->io.conn_id = c->id;
+    th->io.fd = fd;
+    th->io.vlen = vlen;
+    th->io.dir = dir;
+    th->io.shape = shape;
+    th->io.raw = c->raw;
+    th->in_io = 1;
     return 0;
 }
 
-static __always_inline void emit_iovecs(struct conn_t *c, struct io_args_t *a,
-                                        u64 end, const struct iovec *vec,
-                                        u32 vlen, u32 remaining)
+static __always_inline void emit_iovecs(u8 *state, struct io_args_t *a, u64 end,
+                                        const struct iovec *vec, u32 vlen,
+                                        u32 remaining)
 {
 #pragma unroll
     for (int i = 0; i < MAX_IOVECS; i++) {
@@ -335,41 +360,46 @@ static __always_inline void emit_iovecs(struct conn_t *c, struct io_args_t *a,
         if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i]) != 0)
             break;
         u32 n = iov.iov_len < remaining ? iov.iov_len : remaining;
-        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+        emit_data(a->conn_id, state, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
                   iov.iov_base, n);
         remaining -= n;
     }
     if (remaining > 0)  /* bytes we cannot show are still counted */
-        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+        emit_data(a->conn_id, state, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
                   0, remaining);
 }
 
 static __always_inline int io_exit(long ret)
 {
-    u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
-    struct io_args_t *ap = active_io.lookup(&tid);
-    if (!ap)
+    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!th || !th->in_io)
         return 0;
-    struct io_args_t a = *ap;
-    active_io.delete(&tid);
+    th->in_io = 0;
     if (ret <= 0)
         return 0;
-    u64 key = conn_key(tgid, a.fd);
-    struct conn_t *c = conns.lookup(&key);
-    if (!c)
-        return 0;
     u64 end = bpf_ktime_get_ns();
-    if (a.shape == SHAPE_BUF) {
-        emit_data(c, &c->raw, a.start_ns, end, a.fd, a.dir, S3S_SRC_SYSCALL,
-                  (const void *)a.buf, (u32)ret);
-    } else if (a.shape == SHAPE_IOVEC) {
-        emit_iovecs(c, &a, end, (const struct iovec *)a.buf, a.vlen, (u32)ret);
+    struct io_args_t *a = &th->io;
+    /* A connection already known to carry HTTP stays so; an unclassified
+     * one is classified by these bytes, in the map. */
+    u8 http = ST_HTTP;
+    u8 *state = &http;
+    if (a->raw != ST_HTTP) {
+        u64 key = conn_key(bpf_get_current_pid_tgid() >> 32, a->fd);
+        struct conn_t *c = conns.lookup(&key);
+        if (!c || c->id != a->conn_id)
+            return 0;
+        state = &c->raw;
+    }
+    if (a->shape == SHAPE_BUF) {
+        emit_data(a->conn_id, state, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+                  (const void *)a->buf, (u32)ret);
+    } else if (a->shape == SHAPE_IOVEC) {
+        emit_iovecs(state, a, end, (const struct iovec *)a->buf, a->vlen, (u32)ret);
     } else {
         struct user_msghdr m = {};
-        if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.buf) != 0)
+        if (bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf) != 0)
             return 0;
-        emit_iovecs(c, &a, end, m.msg_iov, (u32)m.msg_iovlen, (u32)ret);
+        emit_iovecs(state, a, end, m.msg_iov, (u32)m.msg_iovlen, (u32)ret);
     }
     return 0;
 }
@@ -410,25 +440,29 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret); }
 /* ---- connection lifetime ---------------------------------------------- */
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
-    u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!pid_traced(tgid))
         return 0;
-    struct connect_args_t a = {};
-    a.addr = (u64)args->uservaddr;
-    a.fd = args->fd;
-    active_connect.update(&tid, &a);
+    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0,
+                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!th) {
+        count_lost(LOST_THREAD_STATE);
+        return 0;
+    }
+    th->connect.addr = (u64)args->uservaddr;
+    th->connect.fd = args->fd;
+    th->in_connect = 1;
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
-    struct connect_args_t *ap = active_connect.lookup(&tid);
-    if (!ap)
+    u32 tgid = pt >> 32;
+    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!th || !th->in_connect)
         return 0;
-    struct connect_args_t a = *ap;
-    active_connect.delete(&tid);
+    th->in_connect = 0;
+    struct connect_args_t a = th->connect;
     if (args->ret != 0 && args->ret != -EINPROGRESS)
         return 0;
     u16 family = 0;
@@ -514,11 +548,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pt = bpf_get_current_pid_tgid();
     u32 tgid = pt >> 32, tid = (u32)pt;
-    /* per-thread state dies with the thread */
+    /* per-thread state dies with the thread (`threads` by itself) */
     last_rx.delete(&tid);
     active_tls.delete(&tid);
-    active_io.delete(&tid);
-    active_connect.delete(&tid);
     if (tgid != tid)
         return 0;   /* a thread, not the group leader */
     int known = seen_pids.lookup(&tgid) != 0 || traced_pids.lookup(&tgid) != 0;
@@ -638,7 +670,7 @@ static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid, u32 tid, u
         return 0;   /* or not a connection this host opened (a server) */
     }
     c->raw = ST_TLS;
-    emit_data(c, &c->plain, a->start_ns, bpf_ktime_get_ns(), a->fd, a->dir,
+    emit_data(c->id, &c->plain, a->start_ns, bpf_ktime_get_ns(), a->fd, a->dir,
               a->source, (const void *)a->buf, n);
     return 0;
 }

@@ -16,8 +16,9 @@ from s3slower import bpf as bpf_src
 from s3slower.collector.libraries import Library, ProbePoint
 from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
 
-MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_io", "active_tls",
-             "active_connect", "active_go", "go_pids", "last_rx", "seen_pids")
+# the hash maps (the task-local `threads` cannot be listed; it dies with its thread)
+MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_tls", "active_go", "go_pids",
+             "last_rx", "seen_pids")
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
 
 

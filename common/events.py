@@ -52,7 +52,7 @@ class Source(enum.IntEnum):
 
 
 # Slots of the kernel's `lost` per-CPU array (bpf/s3slower.bpf.c LOST_*).
-KERNEL_LOSS_SLOTS = {0: "ringbuf", 1: "tls_no_socket"}
+KERNEL_LOSS_SLOTS = {0: "ringbuf", 1: "tls_no_socket", 2: "thread_state"}
 
 
 class MalformedEvent(ValueError):
