@@ -1,7 +1,8 @@
 """`python -m bench [NAME ...] [--quick]`: run the benches, print one table.
 
-NAME is any of startup, collector, aggregator, memory, overhead (default:
-all, in that order; about 8-10 minutes on the 2-core reference machine).
+NAME is any of startup, collector, aggregator, memory, overhead, bpfcost
+(default: all, in that order; about 8-10 minutes on the 2-core reference
+machine).
 Progress and the detailed per-step figures go to stderr; the table (figure,
 value, target, met?) goes to stdout.  Exit status 0 when every target is met,
 1 otherwise.  Needs root (BPF) and gcc (bench/s3bgen.c).
@@ -17,7 +18,7 @@ import traceback
 
 from bench.harness import BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table
 
-BENCHES = ("startup", "collector", "aggregator", "memory", "overhead")
+BENCHES = ("startup", "collector", "aggregator", "memory", "overhead", "bpfcost")
 
 
 def main(argv=None) -> int:

@@ -14,10 +14,10 @@
  *  - Go crypto/tls state is keyed by goroutine (g, from R14), never by thread:
  *    a goroutine may park inside Read and resume on another thread.  The
  *    syscall tracepoints find the running goroutine from the user registers.
- *  - The syscall in progress is kept in task-local storage (`threads`),
- *    freed with the thread by the kernel; the other per-thread state is
- *    deleted when the thread exits, per-process state (traced_pids, go_pids)
- *    when the process exits, in the kernel itself.
+ *  - Per-thread state (the call in progress, the socket read last) is in
+ *    task-local storage (`threads`), freed with the thread by the kernel;
+ *    per-process state (traced_pids, go_pids) is deleted when the process
+ *    exits, in the kernel itself.
  *  - Every map is bounded (LRU or per-thread) and every dropped record is
  *    counted in `lost` by slot.
  *
@@ -97,15 +97,6 @@ struct connect_args_t {
     u32 fd;
 };
 
-/* Per-thread state of the syscall in progress, in task-local storage: one
- * pointer away from the task (no hashing, no locks, no free list), and freed
- * by the kernel with the thread. */
-struct thread_t {
-    struct io_args_t io;
-    struct connect_args_t connect;
-    u8 in_io;
-    u8 in_connect;
-};
 
 struct tls_args_t {
     u64 start_ns;
@@ -116,6 +107,20 @@ struct tls_args_t {
     u8 fn;
     u8 dir;
     u8 source;
+};
+
+/* Per-thread state, in task-local storage: one pointer away from the task
+ * (no hashing, no locks, no free list), and freed by the kernel with the
+ * thread.  in_* say which call is in progress. */
+struct thread_t {
+    struct io_args_t io;
+    struct connect_args_t connect;
+    struct tls_args_t tls;
+    s32 last_rx;    /* fd of the TLS ciphertext read last, until a TLS call consumes it */
+    u8 in_io;
+    u8 in_connect;
+    u8 in_tls;
+    u8 has_rx;
 };
 
 struct ssl_key_t {
@@ -149,10 +154,7 @@ BPF_HASH(traced_pids, u32, u8, 65536);
 BPF_TABLE("lru_hash", u32, u8, seen_pids, 65536);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, MAX_CONNS);
 BPF_TASK_STORAGE(threads, struct thread_t);
-BPF_HASH(active_tls, u32, struct tls_args_t, MAX_THREADS);
 BPF_TABLE("lru_hash", struct ssl_key_t, struct ssl_fd_t, ssl_fds, MAX_CONNS);
-/* tid -> fd of the TLS ciphertext it read last, until a TLS read consumes it */
-BPF_TABLE("lru_hash", u32, s32, last_rx, MAX_THREADS);
 BPF_TABLE("lru_hash", struct go_key_t, struct tls_args_t, active_go, MAX_THREADS);
 BPF_HASH(go_pids, u32, u8, 65536);          /* processes inside Go crypto/tls */
 BPF_HASH(watch_comms, struct comm_key_t, u8, 1024); /* traced from exec on */
@@ -162,6 +164,17 @@ static __always_inline void count_lost(u32 slot)
     u64 *v = lost.lookup(&slot);
     if (v)
         *v += 1;
+}
+
+/* The calling thread's state; create: allocate it on first use (a failure
+ * is counted: that call goes unseen). */
+static __always_inline struct thread_t *thread_state(int create)
+{
+    struct thread_t *th = threads.task_storage_get(
+        bpf_get_current_task_btf(), 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+    if (!th && create)
+        count_lost(LOST_THREAD_STATE);
+    return th;
 }
 
 static __always_inline int pid_traced(u32 tgid)
@@ -301,16 +314,18 @@ static __always_inline struct tls_args_t *go_call_here(u32 tgid)
 
 static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
 {
-    u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     u64 key = conn_key(tgid, fd);
     struct conn_t *c = conns.lookup(&key);
     if (!c)
         return 0;
+    struct thread_t *th = thread_state(1);
+    if (!th)
+        return 0;
     /* plain HTTP on the wire cannot be a TLS call's ciphertext: the fast
      * path skips the TLS lookups */
     if (c->raw != ST_HTTP) {
-        struct tls_args_t *t = active_tls.lookup(&tid);
+        struct tls_args_t *t = th->in_tls ? &th->tls : 0;
         if (!t && go_pids.lookup(&tgid))
             t = go_call_here(tgid);
         if (t) {
@@ -322,19 +337,13 @@ static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
         }
         if (c->raw == ST_TLS) {
             if (dir == S3S_INGRESS) {
-                s32 sfd = fd;
-                last_rx.update(&tid, &sfd);
+                th->last_rx = fd;
+                th->has_rx = 1;
             }
             return 0;
         }
         if (c->raw == ST_OTHER)
             return 0;
-    }
-    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0,
-                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!th) {
-        count_lost(LOST_THREAD_STATE);
-        return 0;
     }
     th->io.start_ns = bpf_ktime_get_ns();
     th->io.buf = buf;
@@ -371,7 +380,7 @@ static __always_inline void emit_iovecs(u8 *state, struct io_args_t *a, u64 end,
 
 static __always_inline int io_exit(long ret)
 {
-    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    struct thread_t *th = thread_state(0);
     if (!th || !th->in_io)
         return 0;
     th->in_io = 0;
@@ -443,12 +452,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!pid_traced(tgid))
         return 0;
-    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0,
-                                                   BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!th) {
-        count_lost(LOST_THREAD_STATE);
+    struct thread_t *th = thread_state(1);
+    if (!th)
         return 0;
-    }
     th->connect.addr = (u64)args->uservaddr;
     th->connect.fd = args->fd;
     th->in_connect = 1;
@@ -458,7 +464,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     u64 pt = bpf_get_current_pid_tgid();
     u32 tgid = pt >> 32;
-    struct thread_t *th = threads.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    struct thread_t *th = thread_state(0);
     if (!th || !th->in_connect)
         return 0;
     th->in_connect = 0;
@@ -548,9 +554,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pt = bpf_get_current_pid_tgid();
     u32 tgid = pt >> 32, tid = (u32)pt;
-    /* per-thread state dies with the thread (`threads` by itself) */
-    last_rx.delete(&tid);
-    active_tls.delete(&tid);
+    /* per-thread state (`threads`) dies with the thread by itself */
     if (tgid != tid)
         return 0;   /* a thread, not the group leader */
     int known = seen_pids.lookup(&tgid) != 0 || traced_pids.lookup(&tgid) != 0;
@@ -600,11 +604,12 @@ static __always_inline void tls_args(struct tls_args_t *a, u8 fn, u8 dir,
 static __always_inline int tls_enter(u8 fn, u8 dir, u8 source, u64 ssl,
                                      u64 buf, u64 outlen)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct tls_args_t a = {};
-    tls_args(&a, fn, dir, source, ssl, buf, outlen);
+    struct thread_t *th = thread_state(1);
     /* a TLS function calling another keeps the outer call's record */
-    active_tls.insert(&tid, &a);
+    if (!th || th->in_tls)
+        return 0;
+    tls_args(&th->tls, fn, dir, source, ssl, buf, outlen);
+    th->in_tls = 1;
     return 0;
 }
 
@@ -614,13 +619,13 @@ static __always_inline int tls_enter(u8 fn, u8 dir, u8 source, u64 ssl,
  * TLS calls for a socket right after reading that socket's ciphertext, so a
  * not-yet-bound object takes the socket read just before, and never one
  * that an earlier TLS call already answered for. */
-static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid, u32 tid)
+static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid,
+                                               struct thread_t *th)
 {
     s32 rx = -1;
-    s32 *rxp = last_rx.lookup(&tid);
-    if (rxp) {
-        rx = *rxp;
-        last_rx.delete(&tid);
+    if (th && th->has_rx) {
+        rx = th->last_rx;
+        th->has_rx = 0;
     }
     struct ssl_key_t sk = {};
     sk.ssl = a->ssl;
@@ -656,10 +661,11 @@ static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid, u
 /* Finish a TLS call: n = plaintext bytes moved (0 when it failed; a failed
  * call still binds its object to a socket, and a retried write is emitted
  * once, by the call that succeeds). */
-static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid, u32 tid, u32 n)
+static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid,
+                                      struct thread_t *th, u32 n)
 {
     int had_fd = a->fd >= 0;
-    struct conn_t *c = tls_conn(a, tgid, tid);
+    struct conn_t *c = tls_conn(a, tgid, th);
     if (n == 0)
         return 0;
     if (!c) {
@@ -680,12 +686,12 @@ static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid, u32 tid, u
 static __always_inline int tls_exit(u8 fn, long ret)
 {
     u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
-    struct tls_args_t *ap = active_tls.lookup(&tid);
-    if (!ap || ap->fn != fn)
+    u32 tgid = pt >> 32;
+    struct thread_t *th = thread_state(0);
+    if (!th || !th->in_tls || th->tls.fn != fn)
         return 0;
-    struct tls_args_t a = *ap;
-    active_tls.delete(&tid);
+    struct tls_args_t a = th->tls;
+    th->in_tls = 0;
     u32 n = 0;
     if (a.outlen) {                     /* SSL_*_ex: 1 and *outlen */
         if (ret == 1) {
@@ -696,7 +702,7 @@ static __always_inline int tls_exit(u8 fn, long ret)
     } else if (ret > 0) {
         n = (u32)ret;
     }
-    return tls_finish(&a, tgid, tid, n);
+    return tls_finish(&a, tgid, th, n);
 }
 
 /* OpenSSL / BoringSSL / LibreSSL */
@@ -789,8 +795,7 @@ static __always_inline int go_enter(struct pt_regs *ctx, u8 fn, u8 dir)
 
 static __always_inline int go_exit(struct pt_regs *ctx, u8 fn)
 {
-    u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     struct go_key_t k = {};
     k.g = ctx->r14;
     k.pid = tgid;
@@ -800,7 +805,7 @@ static __always_inline int go_exit(struct pt_regs *ctx, u8 fn)
     struct tls_args_t a = *ap;
     active_go.delete(&k);
     s64 ret = (s64)ctx->ax;
-    return tls_finish(&a, tgid, tid, ret > 0 ? (u32)ret : 0);
+    return tls_finish(&a, tgid, thread_state(0), ret > 0 ? (u32)ret : 0);
 }
 
 int go_write_enter(struct pt_regs *ctx) { return go_enter(ctx, FN_GO_WRITE, S3S_EGRESS); }

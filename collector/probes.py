@@ -17,8 +17,7 @@ from s3slower.collector.libraries import Library, ProbePoint
 from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
 
 # the hash maps (the task-local `threads` cannot be listed; it dies with its thread)
-MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_tls", "active_go", "go_pids",
-             "last_rx", "seen_pids")
+MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_go", "go_pids", "seen_pids")
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
 
 

@@ -195,9 +195,7 @@ def test_process_killed_mid_request_leaves_no_state():
         assert len(rec) == 1 and not rec[0].complete and rec[0].key == "hanging-key"
         st = pipeline.statistics()
         assert st.connections == 0 and st.processes == 0
-        for name in (b"active_tls", b"last_rx"):
-            left = [k.value for k in col.probes.bpf[name].keys() if k.value == child.pid]
-            assert not left, f"{name.decode()} still holds the killed thread"
+        # (its per-thread state is task-local storage: the kernel frees it with the thread)
         assert not [k for k in col.probes.bpf[b"traced_pids"].keys() if k.value == child.pid]
         assert not [k for k in col.probes.bpf[b"ssl_fds"].keys() if k.pid == child.pid]
     finally:
