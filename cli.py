@@ -231,11 +231,10 @@ def _collector_reloader(ctx: click.Context, pids, watch, mode):
 
 def _aggregator_reloader(ctx: click.Context, agg):
     from s3slower.common.config import ConfigError, changed_keys, load_config
-    from s3slower.reload import ReloadWatch
+    from s3slower.reload import ReloadWatch, on_sighup
     path = ctx.meta.get("config_path")
     if not path:
-        signal.signal(signal.SIGHUP, lambda *_: log.warning(
-            "SIGHUP: no configuration file to re-read"))
+        on_sighup(lambda: log.warning("SIGHUP: no configuration file to re-read"))
         return None
     if not os.access(path, os.R_OK):        # after dropping root: as the service user
         log.warning("%s is not readable by this process (uid %d): configuration changes "

@@ -186,14 +186,15 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
 
 def forward_sighup_to(child: subprocess.Popen) -> None:
     """SIGHUP (re-read the configuration) reaches both halves of `run`."""
+    from s3slower.reload import on_sighup
     previous = signal.getsignal(signal.SIGHUP)
 
-    def forward(signum, frame):
+    def forward():
         if child.poll() is None:
             child.send_signal(signal.SIGHUP)
         if callable(previous):
-            previous(signum, frame)
-    signal.signal(signal.SIGHUP, forward)
+            previous(signal.SIGHUP, None)
+    on_sighup(forward)
 
 
 def _end_child(child: subprocess.Popen) -> None:

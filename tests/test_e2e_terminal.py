@@ -29,12 +29,26 @@ def session():
     if not shutil.which("tmux"):
         pytest.skip("tmux is not installed")
     name = "s3s-" + uuid.uuid4().hex[:6]
-    yield name
+    panes: list[int] = []
+    yield name, panes
+    procs = set().union(*(_tree(p) for p in panes))
     subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+    # a tracer that outlived its terminal would go on tracing every later test
+    try:
+        wait_until(lambda: not _alive(procs), 120, "the terminal's processes to end")
+    finally:
+        for p in _alive(procs):
+            os.kill(p, 9)
 
 
-def _screen(name: str, escapes: bool = False) -> list[str]:
-    args = ["capture-pane", "-p", "-t", name] + (["-e"] if escapes else [])
+def _start(session, cmd: str) -> None:
+    name, panes = session
+    _tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "40", cmd)
+    panes.append(int(_tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip()))
+
+
+def _screen(session, escapes: bool = False) -> list[str]:
+    args = ["capture-pane", "-p", "-t", session[0]] + (["-e"] if escapes else [])
     return _tmux(*args).splitlines()
 
 
@@ -43,7 +57,7 @@ def test_table_in_80_columns(session, moto_http, tmp_path, no_color):
     need_root_bpf()
     env = "NO_COLOR=1 " if no_color else ""
     cmd = f"{env}{VENV_BIN}/s3slower run --no-log 2>{tmp_path}/err"
-    _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "40", cmd)
+    _start(session, cmd)
     wait_until(lambda: "s3slower: ready" in (tmp_path / "err").read_text()
                if (tmp_path / "err").exists() else False, 90, "the tracer to be ready")
     out = subprocess.run([sys.executable, CLIENT, moto_http.url, "tty-" + uuid.uuid4().hex[:6]],
@@ -74,3 +88,47 @@ def test_table_in_80_columns(session, moto_http, tmp_path, no_color):
     raw = "\n".join(_screen(session, escapes=True))
     has_escape = "\x1b[" in raw
     assert has_escape is (not no_color)
+
+
+def _alive(pids: set[int]) -> set[int]:
+    out = set()
+    for p in pids:
+        try:
+            if "\nState:\tZ" not in open(f"/proc/{p}/status").read():
+                out.add(p)
+        except OSError:
+            pass
+    return out
+
+
+def _tree(pid: int) -> set[int]:
+    """pid and its descendants, now."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return tree
+
+
+def test_closing_the_terminal_stops_the_tracer(session, tmp_path):
+    """SIGHUP re-reads the configuration, but a terminal's hangup (the window
+    closed) ends `run` and its aggregator cleanly, with their summaries."""
+    need_root_bpf()
+    err = tmp_path / "err"
+    _start(session, f"{VENV_BIN}/s3slower run --no-log 2>{err}")
+    wait_until(lambda: err.exists() and "s3slower: ready" in err.read_text(), 90,
+               "the tracer to be ready")
+    procs = _tree(session[1][0])       # the pane's process (run) and what it started
+    assert len(procs) >= 2, "run and its aggregator"
+    _tmux("kill-session", "-t", session[0])
+    wait_until(lambda: not _alive(procs), 120, "run and its aggregator to end")
+    text = err.read_text()
+    assert "s3slower collector stopped: " in text and "s3slower aggregator stopped: " in text, text

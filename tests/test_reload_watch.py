@@ -1,5 +1,6 @@
 """ReloadWatch: a change is reported once; a file named later (a config whose
-targets_file now points elsewhere) is watched from then on."""
+targets_file now points elsewhere) is watched from then on; a closed terminal
+(SIGHUP that means stop) is told from a live one."""
 from __future__ import annotations
 
 import os
@@ -30,3 +31,18 @@ def test_a_file_that_appears_or_goes_counts_as_a_change(tmp_path):
     assert w.due()
     os.unlink(missing)
     assert w.due()
+
+
+def test_terminal_hung_up_tells_a_closed_terminal_from_a_live_one_or_none():
+    from s3slower.reload import terminal_hung_up
+    master, slave = os.openpty()
+    r, w = os.pipe()
+    try:
+        assert not terminal_hung_up([slave, r, w])      # a live terminal, pipes
+        os.close(master)                                # the terminal window closes
+        master = -1
+        assert terminal_hung_up([r, slave])
+    finally:
+        for fd in (master, slave, r, w):
+            if fd >= 0:
+                os.close(fd)
