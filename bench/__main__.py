@@ -21,6 +21,17 @@ from bench.harness import BenchError, Figure, clean_work_dir, ensure_py_spy, log
 BENCHES = ("startup", "collector", "aggregator", "memory", "overhead", "bpfcost")
 
 
+def machine_speed() -> Figure:
+    """How fast this machine runs CPython right now: the same 2-core VM has
+    measured 2x apart on different days, which moves every CPU-bound figure."""
+    t = time.perf_counter()
+    s = 0
+    for i in range(10_000_000):
+        s += i
+    return Figure("machine: CPython reference loop (10M additions)", time.perf_counter() - t, "s",
+                  note="the time of a fixed pure-Python loop; CPU-bound figures scale with it")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", metavar="NAME",
@@ -36,7 +47,7 @@ def main(argv=None) -> int:
         return 2
     ensure_py_spy()
     clean_work_dir()
-    figures: list[Figure] = []
+    figures: list[Figure] = [machine_speed()]
     t0 = time.monotonic()
     for name in a.names or BENCHES:
         log(f"--- {name}")
