@@ -97,7 +97,6 @@ struct connect_args_t {
     u32 fd;
 };
 
-
 struct tls_args_t {
     u64 start_ns;
     u64 buf;
@@ -685,8 +684,7 @@ static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid,
  * `int` result leaves the upper half of RAX undefined: -1 is 0xffffffff). */
 static __always_inline int tls_exit(u8 fn, long ret)
 {
-    u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     struct thread_t *th = thread_state(0);
     if (!th || !th->in_tls || th->tls.fn != fn)
         return 0;

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.collector.tracker import Tracker
-from s3slower.common.events import FIELD_OFFSETS, Kind
+from s3slower.common.events import FIELD_OFFSETS, Kind, decode_event
 from s3slower.common.protocol import MsgKind
 from s3slower.common.targets import ProcInfo, Selection, Target
 
@@ -48,7 +48,7 @@ class Collector:
         self._batch: list[bytes] = []
         self._batch_bytes = 0
         self._batch_started = 0
-        self._lifecycle: list[tuple[int, int]] = []
+        self._lifecycle: list[tuple[int, int, bytes]] = []   # kind, pid, record
         self._mmaps: set[int] = set()   # pids that mapped code since the last loop
         self._events = 0
         self._batches = 0
@@ -68,7 +68,8 @@ class Collector:
         self._batch.append(raw)
         self._batch_bytes += len(raw)
         if kind == Kind.EXEC or kind == Kind.EXIT:
-            self._lifecycle.append((kind, int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little")))
+            self._lifecycle.append((kind, int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"),
+                                    raw))
         if len(self._batch) >= BATCH_MAX_EVENTS or self._batch_bytes >= BATCH_MAX_BYTES:
             self._send_batch()
 
@@ -132,10 +133,10 @@ class Collector:
         events, self._lifecycle = self._lifecycle, []
         mapped, self._mmaps = self._mmaps, set()
         exited = set()
-        for kind, pid in events:
+        for kind, pid, raw in events:
             if kind == Kind.EXEC:
                 self._execs += 1
-                self.tracker.on_exec(pid)
+                self.tracker.on_exec(pid, _exec_seen(raw))
                 exited.discard(pid)
             else:
                 self._exits += 1
@@ -143,6 +144,13 @@ class Collector:
                 exited.add(pid)
         for pid in mapped - exited:
             self.tracker.on_mmap(pid)
+
+
+def _exec_seen(raw: bytes) -> ProcInfo:
+    """The process an EXEC record describes: its comm and the file executed."""
+    ev = decode_event(raw)
+    exe = ev.data.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return ProcInfo(ev.pid, ev.comm, exe, "")
 
 
 def _getpid() -> int:

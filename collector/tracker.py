@@ -69,8 +69,10 @@ class Tracker:
                     continue        # still the same target: its probes stay attached
             self._consider(pid)
 
-    def on_exec(self, pid: int) -> None:
-        self._consider(pid)
+    def on_exec(self, pid: int, seen: Optional[ProcInfo] = None) -> None:
+        """seen: the process as the kernel's exec record names it (comm, and
+        the executed file as exe), for a process gone before /proc is read."""
+        self._consider(pid, seen)
 
     def on_mmap(self, pid: int) -> None:
         target = self.selection.match_all if self.selection.trace_all \
@@ -84,10 +86,17 @@ class Tracker:
         self.probes.forget_pid(pid)
 
     # ----------------------------------------------------------------------
-    def _consider(self, pid: int) -> None:
+    def _consider(self, pid: int, seen: Optional[ProcInfo] = None) -> None:
         info = processes.proc_info(pid)
-        if info is None:
-            return                      # gone already: its EXIT record follows
+        if info is None or not info.exe:
+            # gone (or exiting) already: its EXIT record follows.  A client
+            # done in milliseconds still has records in flight, which carry
+            # its target's labels only if it is announced.
+            if seen is not None and not self.selection.trace_all:
+                target = self.selection.match(seen)
+                if target is not None:
+                    self.announce(seen, target)
+            return
         target = self.selection.match(info)
         if target is None:
             if pid in self.traced:      # exec'd into something untraced

@@ -2,7 +2,8 @@
 selected by the same target keeps its uprobes (no detach, no re-attach, no
 window without probes); one no longer selected is released; switching to
 tracing everything needs a restart.  Real /proc and real library files; the
-BPF side is a recorder of the calls the tracker makes."""
+BPF side is a recorder of the calls the tracker makes.  And a process gone
+before /proc is read is selected by what its exec record said."""
 from __future__ import annotations
 
 import os
@@ -58,3 +59,24 @@ def test_switching_to_everything_needs_a_restart(tracked):
     with pytest.raises(ValueError, match="restart"):
         tracker.reselect(Selection.build())
     assert me in tracker.traced
+
+
+def test_a_process_gone_before_proc_is_read_is_announced_from_its_exec_record():
+    """A client done in milliseconds (curl) may have exited before the
+    collector reads /proc: the exec record's comm and file still select it,
+    so its records in flight carry its target's labels."""
+    import subprocess
+    from s3slower.common.targets import ProcInfo, Target
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    target = Target("by-exe", "exe_basename", "curl", prom_labels={"client": "curl"})
+    announced = []
+    probes = RecordingProbes()
+    tracker = Tracker(probes, Selection.build(targets=[target]),
+                      lambda info, t: announced.append((info.pid, t.id)))
+    tracker.on_exec(gone.pid, ProcInfo(gone.pid, "curl", "/usr/bin/curl", ""))
+    assert announced == [(gone.pid, "by-exe")]
+    tracker.on_exec(gone.pid, ProcInfo(gone.pid, "wget", "/usr/bin/wget", ""))
+    tracker.on_exec(gone.pid)
+    assert announced == [(gone.pid, "by-exe")], "no target, or nothing the kernel said"
+    assert gone.pid not in tracker.traced and not probes.calls
