@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.collector.tracker import Tracker
-from s3slower.common.events import FIELD_OFFSETS, Kind, decode_event
+from s3slower.common.events import FIELD_OFFSETS, Kind, MalformedEvent, decode_event
 from s3slower.common.protocol import MsgKind
 from s3slower.common.targets import ProcInfo, Selection, Target
 
@@ -146,9 +146,12 @@ class Collector:
             self.tracker.on_mmap(pid)
 
 
-def _exec_seen(raw: bytes) -> ProcInfo:
+def _exec_seen(raw: bytes) -> Optional[ProcInfo]:
     """The process an EXEC record describes: its comm and the file executed."""
-    ev = decode_event(raw)
+    try:
+        ev = decode_event(raw)
+    except MalformedEvent:
+        return None
     exe = ev.data.split(b"\0", 1)[0].decode("utf-8", "replace")
     return ProcInfo(ev.pid, ev.comm, exe, "")
 

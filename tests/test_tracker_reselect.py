@@ -80,3 +80,12 @@ def test_a_process_gone_before_proc_is_read_is_announced_from_its_exec_record():
     tracker.on_exec(gone.pid)
     assert announced == [(gone.pid, "by-exe")], "no target, or nothing the kernel said"
     assert gone.pid not in tracker.traced and not probes.calls
+
+
+def test_exec_record_names_the_process_it_describes():
+    from s3slower.collector.service import _exec_seen
+    from s3slower.common.events import Event, Kind, encode_event
+    from s3slower.common.targets import ProcInfo
+    ev = Event(1, 1, 0, 42, 42, -1, 14, Kind.EXEC, 0, 0, "curl", b"/usr/bin/curl\0", b"")
+    assert _exec_seen(encode_event(ev)) == ProcInfo(42, "curl", "/usr/bin/curl", "")
+    assert _exec_seen(b"not a record") is None
