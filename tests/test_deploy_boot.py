@@ -186,12 +186,13 @@ class Container:
         return r.stdout
 
     def wait_booted(self) -> str:
-        """The system state once boot is over (systemd answers only once it is up)."""
+        """The system state once boot is over (systemd answers only once it is up;
+        "offline" until its socket exists, which a slow machine shows)."""
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         r = None
         while time.monotonic() < deadline:
             r = self.sh("systemctl is-system-running --wait", max(1, deadline - time.monotonic()))
-            if r.stdout.strip() not in ("", "initializing", "starting"):
+            if r.stdout.strip() not in ("", "initializing", "starting", "offline"):
                 return r.stdout.strip()
             time.sleep(0.2)
         return f"{r.stdout.strip()} {r.stderr.strip()}" if r else "no answer"
