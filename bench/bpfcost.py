@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from bench.harness import Figure, bpf_stats_enabled, log
+from bench.harness import Figure, bpf_stats_enabled, fd_run_stats, log
 
 CALLS = 100_000
 
@@ -82,17 +82,14 @@ def _run_ns(body: str, user_buf: int) -> float:
             os.getppid()
             if i % 1000 == 0 and "ringbuf" in body:
                 b.ring_buffer_consume()
-        kv = dict(line.split(":", 1) for line in
-                  open(f"/proc/self/fdinfo/{fd}").read().splitlines() if ":" in line)
-        return int(kv["run_time_ns"]) / max(int(kv["run_cnt"]), 1)
+        cnt, ns = fd_run_stats(fd)
+        return ns / max(cnt, 1)
     finally:
         b.cleanup()
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from s3slower.collector import hostprep
-    hostprep.prepare()
-    from bench.overhead import calibrate
+    from bench.overhead import calibrate     # it prepares the kernel headers too
     buf = ctypes.create_string_buffer(8192)
     with bpf_stats_enabled():
         floor = calibrate()

@@ -219,6 +219,13 @@ def bpf_stats_enabled() -> Iterator[None]:
         path.write_text(old)
 
 
+def fd_run_stats(fd: int) -> tuple[int, int]:
+    """(run_cnt, run_time_ns) of a BPF program this process holds as fd."""
+    kv = dict(line.split(":", 1) for line in open(f"/proc/self/fdinfo/{fd}").read().splitlines()
+              if ":" in line)
+    return int(kv["run_cnt"]), int(kv["run_time_ns"])
+
+
 def prog_stats(pid: int) -> dict[int, ProgStat]:
     """prog_id -> counters of every BPF program the process holds open."""
     out: dict[int, ProgStat] = {}

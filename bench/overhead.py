@@ -33,8 +33,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.harness import (Figure, BenchError, bpf_stats_enabled, build_helper, hits_between,
-                           log, make_cert, median, per_program, prog_names, prog_stats, tracer)
+from bench.harness import (Figure, BenchError, bpf_stats_enabled, build_helper, fd_run_stats,
+                           hits_between, log, make_cert, median, per_program, prog_names,
+                           prog_stats, tracer)
 
 ROUNDS = 3
 SMALL = 4096
@@ -90,12 +91,6 @@ class Floor:
     tp_empty_run_ns: float
 
 
-def _fd_stats(fd: int) -> tuple[int, int]:
-    kv = dict(line.split(":", 1) for line in open(f"/proc/self/fdinfo/{fd}").read().splitlines()
-              if ":" in line)
-    return int(kv["run_cnt"]), int(kv["run_time_ns"])
-
-
 def calibrate() -> Floor:
     from s3slower.collector import hostprep
     hostprep.prepare()
@@ -121,7 +116,7 @@ def calibrate() -> Floor:
         b = BPF(text=EMPTY_TP)
         try:
             _, tp_sys = go()
-            runs = [_fd_stats(f.fd) for f in b.funcs.values()]
+            runs = [fd_run_stats(f.fd) for f in b.funcs.values()]
         finally:
             b.cleanup()
         tp_cnt = sum(r[0] for r in runs)
@@ -134,7 +129,7 @@ def calibrate() -> Floor:
             b.attach_uretprobe(name=exe.encode(), sym=b"s3b_target", fn_name=b"empty_return",
                                pid=p.pid)
             pair, _ = go(3)
-            runs = [_fd_stats(b.load_func(n, BPF.KPROBE).fd)
+            runs = [fd_run_stats(b.load_func(n, BPF.KPROBE).fd)
                     for n in (b"empty_enter", b"empty_return")]
         finally:
             b.cleanup()
