@@ -8,6 +8,7 @@ sentence on stderr and a non-zero status; `--debug` adds the traceback.
 """
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -21,16 +22,32 @@ from click.core import ParameterSource
 from s3slower import __version__
 from s3slower import launch
 
-EXIT_ERROR = 1
+class ExitStatus(enum.IntEnum):
+    """What the process exit status means (click itself exits 2 on bad usage)."""
+    OK = 0
+    ERROR = 1           # an expected failure, said in one sentence
+    USAGE = 2
+    INTERNAL = 70       # a bug (EX_SOFTWARE): the one line says so
+
+
 log = logging.getLogger("s3slower")
 
 
-def _fail(exc: BaseException) -> None:
-    if os.environ.get("S3SLOWER_TRACEBACK") or {"--debug", "--traceback"} & set(sys.argv):
+def _debug() -> bool:
+    return bool(os.environ.get("S3SLOWER_TRACEBACK")) or bool({"--debug", "--traceback"}
+                                                                & set(sys.argv))
+
+
+def _fail(exc: BaseException, status: ExitStatus = ExitStatus.ERROR) -> None:
+    if _debug():
         traceback.print_exception(exc)
     text = str(exc).strip()
-    click.echo(f"s3slower: {text.splitlines()[0] if text else exc.__class__.__name__}", err=True)
-    sys.exit(EXIT_ERROR)
+    text = text.splitlines()[0] if text else exc.__class__.__name__
+    if status == ExitStatus.INTERNAL:
+        text = (f"internal error, please report it: {exc.__class__.__name__}: {text}"
+                + ("" if _debug() else " (--debug shows the traceback)"))
+    click.echo(f"s3slower: {text}", err=True)
+    sys.exit(status)
 
 
 class Cli(click.Group):
@@ -45,10 +62,12 @@ class Cli(click.Group):
         except (launch.LaunchError, ProbeError, HostPrepError, ConfigError, RecordingError,
                 KeyFileError, OSError) as exc:
             _fail(exc)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise                 # click says these itself
         except Exception as exc:  # zmq errors: still one line, never a bare trace
             if exc.__class__.__module__.startswith("zmq"):
                 _fail(exc)
-            raise
+            _fail(exc, ExitStatus.INTERNAL)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

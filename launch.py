@@ -8,8 +8,10 @@ READY=1 on a private notify socket; only then does `run` say `s3slower: ready`.
 from __future__ import annotations
 
 import grp
+import importlib
 import json
 import os
+import pkgutil
 import pwd
 import signal
 import socket
@@ -24,10 +26,26 @@ import click
 RUNTIME_DIR = "/run/s3slower"
 SERVICE_USER = "s3slower"
 CHILD_READY_TIMEOUT_S = 30
+# How long `run` gives its aggregator child to leave after the collector's BYE
+# (it drains what is queued), and after SIGTERM when there was no BYE.
+CHILD_BYE_WAIT_S = 5
+CHILD_TERM_WAIT_S = 2
+CHILD_DONE = (0, -signal.SIGTERM)       # the child's statuses that are no failure
+
+# What the aggregator may import after it drops root: all of it, imported
+# while it can still read the checkout.  A clone in /root (mode 0700) is
+# unreadable to the service user, so a lazy import after the drop would fail.
+AGGREGATOR_PACKAGES = ("s3slower.aggregator", "s3slower.common")
+AGGREGATOR_MODULES = ("s3slower.reload", "s3slower.sdnotify", "s3slower.keys",
+                      "zmq.auth.thread")
 
 
 class LaunchError(RuntimeError):
     """A half could not be started or stopped as it should."""
+
+
+class ChildExited(LaunchError):
+    """The aggregator child of `run` ended on its own."""
 
 
 def require_root(what: str) -> None:
@@ -136,7 +154,8 @@ def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
 def run_both(selection, child_args: list[str], *, log_to: Optional[str],
              reload: Optional[Callable[[object], None]] = None) -> None:
     """Collector here, aggregator as an unprivileged child; `child_args` are
-    the aggregator options to pass on (besides the endpoint)."""
+    the aggregator options to pass on (besides the endpoint).  Either half
+    ending on its own ends both at once, with one line saying which."""
     require_root("s3slower run")
     runtime_dir(RUNTIME_DIR)
     endpoint = f"ipc://{RUNTIME_DIR}/run-{os.getpid()}.sock"
@@ -150,16 +169,26 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
             "--exit-on-bye", "--parent-pid", str(os.getpid()), *child_args]
     if not _user_exists(SERVICE_USER):
         args += ["--user", "nobody"]
-    child = subprocess.Popen(args, env=env, cwd="/")
     stop = StopFlag()
+    state = {"ready": False, "ending": False}
+    child = subprocess.Popen(args, env=env, cwd="/")
+    watch_child(child, state)
 
     def ready():
-        ready_sock.settimeout(CHILD_READY_TIMEOUT_S)
-        try:
-            while ready_sock.recv(256).strip() != b"READY=1":
+        ready_sock.settimeout(0.5)
+        deadline = time.monotonic() + CHILD_READY_TIMEOUT_S
+        while True:
+            if child.poll() is not None:
+                raise ChildExited(_child_ended(child.returncode, False))
+            if time.monotonic() > deadline:
+                raise LaunchError("the aggregator did not become ready in "
+                                  f"{CHILD_READY_TIMEOUT_S} s; run with --debug to see why")
+            try:
+                if ready_sock.recv(256).strip() == b"READY=1":
+                    break
+            except socket.timeout:
                 pass
-        except socket.timeout:
-            raise LaunchError("the aggregator did not become ready") from None
+        state["ready"] = True
         from s3slower.sdnotify import notify
         notify("READY=1")
         click.echo("s3slower: ready", err=True)
@@ -169,19 +198,40 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
         if reload:
             reload(col)
 
+    said_bye = False
     try:
         run_collector(endpoint, True, selection, None, ready,
                       lambda: stop() or child.poll() is not None,
                       reload=every_second)
+        said_bye = True
     finally:
-        _end_child(child)
+        state["ending"] = True
+        _end_child(child, said_bye)
         ready_sock.close()
         try:
             os.unlink(endpoint[len("ipc://"):])
         except OSError:
             pass
-    if child.returncode not in (0, None, -signal.SIGTERM):
-        raise LaunchError(f"the aggregator exited with status {child.returncode}")
+    if child.returncode not in (None, *CHILD_DONE):
+        raise ChildExited(_child_ended(child.returncode, state["ready"]))
+
+
+def watch_child(child: subprocess.Popen, state: dict) -> None:
+    """SIGCHLD: the aggregator child ending before `run` ends it raises
+    ChildExited in the main thread, wherever it is (loading BPF, waiting for
+    ready, draining), so `run` stops at once instead of at its next check."""
+    def on_child(*_):
+        if state["ending"] or child.poll() is None or child.returncode in CHILD_DONE:
+            return          # a clean exit: the collector loop sees it and ends
+        state["ending"] = True
+        raise ChildExited(_child_ended(child.returncode, state["ready"]))
+    signal.signal(signal.SIGCHLD, on_child)
+
+
+def _child_ended(status: int, ready: bool) -> str:
+    how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+    when = "" if ready else " before it was ready"
+    return f"the aggregator {how}{when} (its own message is above; --debug shows more)"
 
 
 def forward_sighup_to(child: subprocess.Popen) -> None:
@@ -197,12 +247,23 @@ def forward_sighup_to(child: subprocess.Popen) -> None:
     on_sighup(forward)
 
 
-def _end_child(child: subprocess.Popen) -> None:
+def _end_child(child: subprocess.Popen, said_bye: bool) -> None:
+    """After our BYE the child drains and leaves by itself; without one (the
+    collector failed) it is told to stop at once."""
+    if child.poll() is not None:
+        return
+    if said_bye:
+        try:
+            child.wait(timeout=CHILD_BYE_WAIT_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    child.terminate()
     try:
-        child.wait(timeout=5)       # it leaves on our BYE
+        child.wait(timeout=CHILD_TERM_WAIT_S)
     except subprocess.TimeoutExpired:
-        child.terminate()
-        child.wait(timeout=5)
+        child.kill()
+        child.wait()
 
 
 def _user_exists(name: str) -> bool:
@@ -213,9 +274,20 @@ def _user_exists(name: str) -> bool:
         return False
 
 
+def preload_aggregator() -> None:
+    """Import every module the aggregator may need later (AGGREGATOR_PACKAGES)."""
+    for name in AGGREGATOR_MODULES:
+        importlib.import_module(name)
+    for package in AGGREGATOR_PACKAGES:
+        path = importlib.import_module(package).__path__
+        for info in pkgutil.iter_modules(path, package + "."):
+            importlib.import_module(info.name)
+
+
 def drop_privileges(user: str, allow_root: bool) -> None:
     if os.geteuid() != 0 or allow_root:
         return
+    preload_aggregator()
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
