@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
 from elftools.common.exceptions import ELFError
@@ -74,9 +74,10 @@ SYSTEM_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
 
 @dataclass(frozen=True)
 class ProbePoint:
-    addr: int          # virtual address in the file (BCC maps it to an offset)
+    addr: int          # virtual address in the file
     fn: str            # BPF function to run there
     ret: bool          # a uretprobe (never for Go code)
+    offset: int = -1   # where the kernel probes: the file offset of addr
 
 
 @dataclass(frozen=True)
@@ -136,25 +137,14 @@ class LibraryFinder:
         return len(self._cache)
 
     def _inspect(self, path: str) -> Optional[Library]:
-        named = next((fam for fam, pat in NAME_FAMILIES if pat.search(path)), None)
         try:
             with open(path, "rb") as f:
                 if f.read(4) != b"\x7fELF":
                     return None
                 f.seek(0)
                 elf = ELFFile(f)
-                if named:
-                    return _symbol_library(elf, named, path, local=False)
-                for family in EMBEDDED_FAMILIES:
-                    lib = _symbol_library(elf, family, path, local=False)
-                    if lib:
-                        return lib
-                if golang.is_go(elf):
-                    return _go_library(f, path)
-                for family in EMBEDDED_FAMILIES:
-                    lib = _symbol_library(elf, family, path, local=True)
-                    if lib:
-                        return lib
+                lib = _find_library(elf, f, path)
+                return _at_file_offsets(elf, lib) if lib else None
         except OSError:
             return None
         except (ELFError, struct.error, golang.GoBinaryError, ValueError):
@@ -191,6 +181,33 @@ def _reachable(path: str, pid: int) -> Optional[str]:
             pass
         return inner
     return os.path.realpath(path) if os.path.exists(path) else None
+
+
+def _find_library(elf: ELFFile, f, path: str) -> Optional[Library]:
+    named = next((fam for fam, pat in NAME_FAMILIES if pat.search(path)), None)
+    if named:
+        return _symbol_library(elf, named, path, local=False)
+    for family in EMBEDDED_FAMILIES:
+        lib = _symbol_library(elf, family, path, local=False)
+        if lib:
+            return lib
+    if golang.is_go(elf):
+        return _go_library(f, path)
+    for family in EMBEDDED_FAMILIES:
+        lib = _symbol_library(elf, family, path, local=True)
+        if lib:
+            return lib
+    return None
+
+
+def _at_file_offsets(elf: ELFFile, lib: Library) -> Optional[Library]:
+    """The kernel probes file offsets: each point's, from its loadable segment
+    (points outside every segment are dropped, as the kernel would refuse them)."""
+    segs = [(s["p_vaddr"], s["p_vaddr"] + s["p_filesz"], s["p_offset"])
+            for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+    points = tuple(replace(pt, offset=pt.addr - lo + off) for pt in lib.points
+                   for lo, hi, off in segs if lo <= pt.addr < hi)
+    return replace(lib, points=points) if points else None
 
 
 def _symbol_library(elf: ELFFile, family: str, path: str,

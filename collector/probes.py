@@ -3,16 +3,20 @@
 This is the only module that imports bcc.  Filters are compile-time `-D`
 flags or map entries, never edits of the C text.  Every uprobe attached is
 remembered exactly ((path, pid) -> probe points), so detaching a process
-undoes what was done for it and nothing else.
+undoes what was done for it and nothing else.  Uprobes are uprobe_multi links
+where the kernel has them (collector/uprobe_links.py), BCC's perf-event
+uprobes elsewhere.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from s3slower import bpf as bpf_src
+from s3slower.collector import uprobe_links
 from s3slower.collector.libraries import Library, ProbePoint
 from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
 
@@ -56,8 +60,11 @@ class Probes:
 
         self._cb = _cb  # keep the ctypes callback alive
         self.bpf[b"events"].open_ring_buffer(_cb)
-        # (path, pid) -> number of probes attached there
+        self._kprobe = BPF.KPROBE
+        # (path, pid) -> the probe points attached there, and their links' fds
         self.attached: dict[tuple[str, int], tuple[ProbePoint, ...]] = {}
+        self._links: Optional[dict[tuple[str, int], list[int]]] = \
+            {} if uprobe_links.supported() else None
         self.attach_errors = 0
         self.detach_errors = 0
 
@@ -77,6 +84,42 @@ class Probes:
         key = (lib.path, pid)
         if key in self.attached:
             return 0
+        if self._links is None:
+            done = self._attach_each(lib, pid)
+        else:
+            done, self._links[key] = self._attach_linked(lib, pid)
+        self.attached[key] = tuple(done)
+        return len(done)
+
+    def _attach_linked(self, lib: Library, pid: int) -> tuple[list[ProbePoint], list[int]]:
+        """One link per (BPF function, entry or return); a link the kernel
+        refuses is tried point by point, so one bad offset costs only itself."""
+        groups: dict[tuple[str, bool], list[ProbePoint]] = {}
+        for pt in lib.points:
+            groups.setdefault((pt.fn, pt.ret), []).append(pt)
+        done: list[ProbePoint] = []
+        fds: list[int] = []
+        for (fn, ret), points in groups.items():
+            try:
+                prog = self.bpf.load_func(fn.encode(), self._kprobe,
+                                          attach_type=uprobe_links.BPF_TRACE_UPROBE_MULTI).fd
+            except Exception:  # BCC raises bare Exception
+                self.attach_errors += len(points)
+                continue
+            for part in (points, *([pt] for pt in points)):
+                try:
+                    fds.append(uprobe_links.attach(prog, lib.path, [p.offset for p in part],
+                                                   ret, pid))
+                except OSError:
+                    if len(part) == 1:
+                        self.attach_errors += 1
+                    continue
+                done += part
+                if part is points:
+                    break
+        return done, fds
+
+    def _attach_each(self, lib: Library, pid: int) -> list[ProbePoint]:
         done = []
         for pt in lib.points:
             how = self.bpf.attach_uretprobe if pt.ret else self.bpf.attach_uprobe
@@ -85,12 +128,15 @@ class Probes:
                 done.append(pt)
             except Exception:  # BCC raises bare Exception (e.g. the process is gone)
                 self.attach_errors += 1
-        self.attached[key] = tuple(done)
-        return len(done)
+        return done
 
     def detach_pid(self, pid: int) -> None:
         for key in [k for k in self.attached if k[1] == pid]:
-            for pt in self.attached.pop(key):
+            points = self.attached.pop(key)
+            if self._links is not None:
+                _close_all(self._links.pop(key, []))
+                continue
+            for pt in points:
                 self._detach(key[0], pt, pid)
 
     def _detach(self, path: str, pt: ProbePoint, pid: int) -> None:
@@ -152,7 +198,28 @@ class Probes:
                 for name in MAP_NAMES}
 
     def close(self) -> None:
+        """Detach everything at once: each release waits for a kernel grace
+        period (~0.05-0.15 s here), and waits run side by side overlap."""
+        fds = [fd for fds in (self._links or {}).values() for fd in fds]
+        tracepoints = list(self.bpf.tracepoint_fds)
+        _side_by_side([lambda fd=fd: os.close(fd) for fd in fds]
+                      + [lambda tp=tp: self.bpf.detach_tracepoint(tp) for tp in tracepoints])
+        if self._links:
+            self._links.clear()
         self.bpf.cleanup()
+
+
+def _close_all(fds: list[int]) -> None:
+    _side_by_side([lambda fd=fd: os.close(fd) for fd in fds])
+
+
+def _side_by_side(calls: list[Callable[[], None]]) -> None:
+    """Run blocking kernel releases in threads of their own and wait for all."""
+    threads = [threading.Thread(target=call, daemon=True) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def self_pid() -> int:

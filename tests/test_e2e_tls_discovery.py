@@ -55,3 +55,20 @@ def test_x86_mover():
     # a padded instruction that is not a push: refuse rather than probe wrongly
     assert x86entry.move_probes(b"\x2e\x2e\x2e\x2e\x48\x89\xe5\xc3", 0) is None
     assert not x86entry.needs_moving(b"\x55\x48\x89\xe5")
+
+
+@pytest.mark.parametrize("path", ["/usr/bin/node", "rclone"])
+def test_points_carry_the_file_offsets_the_kernel_probes(finder, path):
+    """The same instruction bytes at each point's address and its offset (Go's
+    executable is at a fixed address, so the two differ by the load base)."""
+    from elftools.elf.elffile import ELFFile
+
+    from s3slower.collector.libraries import _code_at
+    path = path if path.startswith("/") else str(VENV_BIN / path)
+    lib = finder.for_file(path)
+    assert lib and lib.points
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for pt in lib.points:
+            f.seek(pt.offset)
+            assert pt.offset >= 0 and f.read(8) == _code_at(elf, pt.addr, 8), pt
