@@ -1,4 +1,4 @@
-# s3slower — run `make run` to trace, `make test` to test (as root, Debian/Ubuntu).
+# s3slower — run `make run` to trace, `make test` to test (as root, Debian 12+).
 VENV := .venv
 S3SLOWER := $(VENV)/bin/s3slower
 ARGS ?=
@@ -15,7 +15,7 @@ run: dev
 test:
 	@packaging/setup-host.sh --test
 	@for s in tests/setup-*.sh; do bash "$$s" || exit 1; done
-	$(VENV)/bin/python -m pytest -q -rs $(ARGS)
+	$(VENV)/bin/python -m pytest -q -rs --durations=15 $(ARGS)
 
 test-unit:
 	$(VENV)/bin/python -m pytest -q -m "not e2e" $(ARGS)
