@@ -11,7 +11,7 @@
 #   the `s3slower` Python package          .deb: /usr/lib/python3/dist-packages
 #                                          .rpm: /usr/lib/s3slower (the launcher
 #                                          puts it on sys.path, so one noarch RPM
-#                                          serves every Python 3 >= 3.9)
+#                                          serves every Python 3 >= 3.10)
 #   units                                  .deb: /lib/systemd/system, .rpm: /usr/lib/systemd/system
 #   /etc/s3slower/{s3slower.yaml,targets.yml}   conffiles / %config(noreplace)
 #   /usr/lib/sysusers.d/s3slower.conf      the s3slower user and group
@@ -26,7 +26,7 @@ case "$fmt" in deb|rpm) ;; *) echo "usage: $0 deb|rpm" >&2; exit 2 ;; esac
 
 PY=/usr/bin/python3          # the distribution's Python, never a pyenv/venv one
 RELEASE=1
-DEPS_DEB="python3 (>= 3.9), python3-bpfcc, python3-zmq, python3-msgpack, python3-prometheus-client, python3-yaml, python3-click, python3-pyelftools, python3-capstone, procps"
+DEPS_DEB="python3 (>= 3.10), python3-bpfcc, python3-zmq, python3-msgpack, python3-prometheus-client, python3-yaml, python3-click, python3-pyelftools, python3-capstone, procps"
 RECOMMENDS_DEB="linux-headers-amd64 | linux-headers-arm64 | linux-headers-generic"
 
 # -- build tools -------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_rpm_metadata_lists_dependencies_and_files(rpm_file, capsys):
     assert re.search(r"^Name\s*: s3slower$", info, re.M)
     assert re.search(r"^Architecture: noarch$", info, re.M)
     reqs = set(requires.splitlines())
-    for dep in ("python3 >= 3.9", "python3-bcc", "(python3-zmq or python3-pyzmq)",
+    for dep in ("python3 >= 3.10", "python3-bcc", "(python3-zmq or python3-pyzmq)",
                 "python3-msgpack", "python3-prometheus_client", "python3-pyyaml",
                 "python3-click", "python3-pyelftools", "python3-capstone", "/usr/bin/kill"):
         assert dep in reqs
