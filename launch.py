@@ -120,7 +120,8 @@ def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
     runs once a second."""
     import zmq
 
-    from s3slower.collector import hostprep
+    from s3slower.collector import filecache, hostprep
+    from s3slower.collector.libraries import LibraryFinder
     from s3slower.collector.probes import DEFAULT_RINGBUF_PAGES, ProgramOptions, Probes
     from s3slower.collector.publisher import (MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Publisher,
                                               default_hostname)
@@ -137,7 +138,8 @@ def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
         chgrp(endpoint[len("ipc://"):])
     opts = ProgramOptions(trace_all=selection.trace_all, self_pid=os.getpid(),
                           ringbuf_pages=ringbuf_pages or DEFAULT_RINGBUF_PAGES)
-    col = Collector(lambda cb: Probes(opts, cb), publisher, selection)
+    col = Collector(lambda cb: Probes(opts, cb), publisher, selection,
+                    finder=LibraryFinder(filecache.DEFAULT_PATH))
     try:
         col.run(should_stop, on_ready, (lambda: reload(col)) if reload else None)
     finally:

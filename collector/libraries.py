@@ -15,7 +15,8 @@ moved (collector/x86entry.py).
 Invariants: reads files and /proc only, never attaches anything; every
 answer is a `Library` whose probe points are virtual addresses in the file;
 results are cached per file identity (device, inode, size, mtime), so a file
-is parsed once however many processes map it; the cache is bounded.
+is parsed once however many processes map it (and, given a cache file, once
+across restarts); the caches are bounded.
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ import os
 import re
 import struct
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional
+from pathlib import Path
+from typing import Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.hash import ELFHashSection, GNUHashSection
 
-from s3slower.collector import golang, x86entry
+from s3slower.collector import filecache, golang, x86entry
+from s3slower.collector.elfsyms import Symbols
 
 # (symbol, BPF entry function, BPF return function) per library family.
 OPENSSL_PROBES = (
@@ -88,11 +90,16 @@ class Library:
 
 
 class LibraryFinder:
-    """Find and cache the TLS probe points of files and processes."""
+    """Find and cache the TLS probe points of files and processes; with a
+    cache_file, what was learned is kept across restarts (collector/filecache.py)."""
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple, Optional[Library]] = {}
+    def __init__(self, cache_file: Optional[Path] = None) -> None:
+        self._cache: dict[filecache.Ident, Optional[Library]] = {}
         self.parse_errors = 0          # files that looked like ELF but did not parse
+        self._cache_file = cache_file
+        self._digest = filecache.inspector_digest() if cache_file else ""
+        self._known = filecache.load(cache_file, self._digest) if cache_file else {}
+        self._unsaved = False
 
     def for_pid(self, pid: int) -> list[Library]:
         return [lib for path in mapped_executables(pid)
@@ -108,12 +115,33 @@ class LibraryFinder:
             return None
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if ident in self._cache:
-            return self._cache[ident]
-        lib = self._inspect(real)
+            lib = self._cache[ident]
+        elif ident in self._known:
+            entry = self._known[ident]
+            lib = entry and Library(entry[0], real, tuple(ProbePoint(*p) for p in entry[1]))
+            self._remember(ident, lib)
+        else:
+            lib = self._inspect(real)
+            self._remember(ident, lib)
+            self._unsaved = self._cache_file is not None
+        # the same file reached another way (another mount namespace's path)
+        return lib if lib is None or lib.path == real else replace(lib, path=real)
+
+    def _remember(self, ident: filecache.Ident, lib: Optional[Library]) -> None:
         if len(self._cache) >= MAX_CACHED_FILES:
             self._cache.clear()
         self._cache[ident] = lib
-        return lib
+
+    def save(self) -> None:
+        """Keep what was learned since the last save (nothing to do without
+        a cache_file or anything new)."""
+        if not self._unsaved:
+            return
+        for ident, lib in self._cache.items():
+            self._known[ident] = lib and (lib.family, tuple((p.addr, p.fn, p.ret, p.offset)
+                                                            for p in lib.points))
+        filecache.save(self._cache_file, self._digest, self._known)
+        self._unsaved = False
 
     def system_libraries(self) -> list[Library]:
         """Named TLS libraries where the dynamic linker finds them."""
@@ -184,17 +212,18 @@ def _reachable(path: str, pid: int) -> Optional[str]:
 
 
 def _find_library(elf: ELFFile, f, path: str) -> Optional[Library]:
+    syms = Symbols(elf)
     named = next((fam for fam, pat in NAME_FAMILIES if pat.search(path)), None)
     if named:
-        return _symbol_library(elf, named, path, local=False)
+        return _symbol_library(elf, syms, named, path, local=False)
     for family in EMBEDDED_FAMILIES:
-        lib = _symbol_library(elf, family, path, local=False)
+        lib = _symbol_library(elf, syms, family, path, local=False)
         if lib:
             return lib
     if golang.is_go(elf):
         return _go_library(f, path)
     for family in EMBEDDED_FAMILIES:
-        lib = _symbol_library(elf, family, path, local=True)
+        lib = _symbol_library(elf, syms, family, path, local=True)
         if lib:
             return lib
     return None
@@ -210,10 +239,10 @@ def _at_file_offsets(elf: ELFFile, lib: Library) -> Optional[Library]:
     return replace(lib, points=points) if points else None
 
 
-def _symbol_library(elf: ELFFile, family: str, path: str,
+def _symbol_library(elf: ELFFile, syms: Symbols, family: str, path: str,
                     local: bool) -> Optional[Library]:
     specs = LIBRARY_PROBES[family]
-    addrs = _find_functions(elf, [s for s, _e, _r in specs], local)
+    addrs = syms.functions([s for s, _e, _r in specs], local)
     if not _complete(family, addrs):
         return None
     points = []
@@ -254,39 +283,6 @@ def _complete(family: str, addrs: dict) -> bool:
     writes = [s for s, e, _r in specs if "write" in e or "send" in e]
     reads = [s for s, e, _r in specs if "read" in e or "recv" in e]
     return any(s in addrs for s in writes) and any(s in addrs for s in reads)
-
-
-def _find_functions(elf: ELFFile, names: Iterable[str],
-                    local: bool) -> dict[str, tuple[int, int]]:
-    """Defined function symbols by name: .dynsym (by hash when there is one),
-    or with local=True the .symtab (skipped unless its string table names one)."""
-    names = list(names)
-    found: dict[str, tuple[int, int]] = {}
-    if not local:
-        table = (elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
-                 or elf.get_section_by_name(".dynsym"))
-    else:
-        table = elf.get_section_by_name(".symtab")
-        strtab = elf.get_section_by_name(".strtab")
-        if table is None or strtab is None:
-            return found
-        raw = strtab.data()
-        names = [n for n in names if b"\0" + n.encode() + b"\0" in raw]
-        if not names:
-            return found
-    if table is None:
-        return found
-    lookup = table.get_symbol if isinstance(table, (GNUHashSection, ELFHashSection)) else None
-    for name in names:
-        if lookup is not None:
-            sym = lookup(name)
-        else:
-            syms = table.get_symbol_by_name(name)
-            sym = syms[0] if syms else None
-        if sym is not None and sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"] \
-                and sym["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC"):
-            found[name] = (sym["st_value"], sym["st_size"])
-    return found
 
 
 def _go_library(f, path: str) -> Optional[Library]:

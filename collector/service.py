@@ -5,10 +5,15 @@ lifetimes; it never looks at captured bytes.
 """
 from __future__ import annotations
 
+import os
+import select
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+from s3slower.collector.libraries import LibraryFinder
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.collector.tracker import Tracker
@@ -20,9 +25,10 @@ __all__ = ["Collector", "CollectorStats", "Tracker"]
 
 BATCH_MAX_EVENTS = 1024          # one message carries at most this many records
 BATCH_MAX_BYTES = 1024 * 1024    # ... or this many bytes (well under MAX_MESSAGE_BYTES)
-BATCH_MAX_AGE_NS = 20_000_000    # a record waits at most 20 ms to be sent
+# After a wake-up, records gather this long before one drain and one message:
+# a busy ring costs at most 50 drains a second, a record waits at most ~20 ms.
+GATHER_S = 0.020
 HEARTBEAT_NS = 1_000_000_000
-POLL_MS = 20
 _KIND_OFF = FIELD_OFFSETS["kind"]
 _PID_OFF = FIELD_OFFSETS["pid"]
 
@@ -42,12 +48,12 @@ class CollectorStats:
 class Collector:
     def __init__(self, probes_factory: Callable[[Callable[[bytes], None]], Probes],
                  publisher: Publisher, selection: Selection,
-                 clock: Callable[[], int] = time.monotonic_ns):
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 finder: Optional[LibraryFinder] = None):
         self.publisher = publisher
         self.clock = clock
         self._batch: list[bytes] = []
         self._batch_bytes = 0
-        self._batch_started = 0
         self._lifecycle: list[tuple[int, int, bytes]] = []   # kind, pid, record
         self._mmaps: set[int] = set()   # pids that mapped code since the last loop
         self._events = 0
@@ -55,7 +61,7 @@ class Collector:
         self._execs = 0
         self._exits = 0
         self.probes = probes_factory(self._on_record)
-        self.tracker = Tracker(self.probes, selection, self._announce)
+        self.tracker = Tracker(self.probes, selection, self._announce, finder)
 
     # Called from inside ring_buffer_poll for every record: keep it short.
     def _on_record(self, raw: bytes) -> None:
@@ -63,8 +69,6 @@ class Collector:
         if kind == Kind.MMAP:           # for the tracker only
             self._mmaps.add(int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"))
             return
-        if not self._batch:
-            self._batch_started = self.clock()
         self._batch.append(raw)
         self._batch_bytes += len(raw)
         if kind == Kind.EXEC or kind == Kind.EXIT:
@@ -112,22 +116,31 @@ class Collector:
         if on_ready:
             on_ready()
         next_hb = self.clock()
-        while not should_stop():
-            self.probes.poll(POLL_MS)
-            self._handle_lifecycle()
-            now = self.clock()
-            if self._batch and now - self._batch_started >= BATCH_MAX_AGE_NS:
-                self._send_batch()
-            if now >= next_hb:
-                self.heartbeat()
-                next_hb = now + HEARTBEAT_NS
-                if every_second:
-                    every_second()
-            self.publisher.flush()
+        with _Waiter(self.probes.fileno()) as waiter:
+            while not should_stop():
+                if waiter.wait(max(0, next_hb - self.clock()) // 1_000_000):
+                    time.sleep(GATHER_S)
+                next_hb = self._drain_and_tick(next_hb, every_second)
+        self.tracker.finder.save()
         self.probes.consume()
         self._send_batch()
         self.heartbeat()
         self.publisher.publish(MsgKind.BYE, {})
+
+    def _drain_and_tick(self, next_hb: int, every_second) -> int:
+        """Drain the ring, publish, and once a second beat; the next beat's time."""
+        self.probes.consume()
+        self._handle_lifecycle()
+        self._send_batch()
+        now = self.clock()
+        if now >= next_hb:
+            self.heartbeat()
+            next_hb = now + HEARTBEAT_NS
+            self.tracker.finder.save()      # files newly inspected, if any
+            if every_second:
+                every_second()
+        self.publisher.flush()
+        return next_hb
 
     def _handle_lifecycle(self) -> None:
         events, self._lifecycle = self._lifecycle, []
@@ -144,6 +157,41 @@ class Collector:
                 exited.add(pid)
         for pid in mapped - exited:
             self.tracker.on_mmap(pid)
+
+
+class _Waiter:
+    """Sleeps until the ring buffer has records, a signal arrives (SIGINT,
+    SIGTERM, SIGCHLD: through signal.set_wakeup_fd, so a stop is seen at
+    once) or the timeout ends -- never on a short timer of its own."""
+
+    def __init__(self, ring_fd: int):
+        self._poll = select.poll()
+        self._poll.register(ring_fd, select.POLLIN)
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._sig_r, select.POLLIN)
+        self._previous = -1
+
+    def __enter__(self) -> "_Waiter":
+        if threading.current_thread() is threading.main_thread():   # signals go there
+            self._previous = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *_) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(self._previous)
+        os.close(self._sig_r)
+        os.close(self._sig_w)
+
+    def wait(self, timeout_ms: int) -> bool:
+        """True when records are waiting."""
+        ready = dict(self._poll.poll(timeout_ms))
+        if self._sig_r in ready:
+            try:
+                while os.read(self._sig_r, 256):
+                    pass
+            except BlockingIOError:
+                pass
+        return any(fd != self._sig_r for fd in ready)
 
 
 def _exec_seen(raw: bytes) -> Optional[ProcInfo]:
