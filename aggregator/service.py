@@ -15,7 +15,7 @@ from s3slower.common import protocol
 from s3slower.common.protocol import MsgKind
 
 TICK_NS = 1_000_000_000
-RECEIVE_MS = 100
+MAX_WAIT_MS = 1000          # a stop asked for by a signal is seen within this
 
 
 class Sink(Protocol):
@@ -78,7 +78,9 @@ class Aggregator:
             on_ready()
         next_tick = time.monotonic_ns()
         while not should_stop():
-            self.handle_frames(self.subscriber.receive(RECEIVE_MS))
+            # asleep until a frame or the next tick: no timer of its own
+            wait_ms = max(0, next_tick - time.monotonic_ns()) // 1_000_000
+            self.handle_frames(self.subscriber.receive(min(wait_ms, MAX_WAIT_MS)))
             if time.monotonic_ns() >= next_tick:
                 self.tick()
                 next_tick = time.monotonic_ns() + TICK_NS

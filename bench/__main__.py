@@ -1,6 +1,7 @@
 """`python -m bench [NAME ...] [--quick]`: run the benches, print one table.
 
-NAME is any of startup, collector, aggregator, memory, overhead, bpfcost
+NAME is any of startup, idle, collector, aggregator, memory, overhead, bpfcost,
+latency
 (default: all, in that order; about 8-10 minutes on the 2-core reference
 machine).
 Progress and the detailed per-step figures go to stderr; the table (figure,
@@ -18,7 +19,8 @@ import traceback
 
 from bench.harness import BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table
 
-BENCHES = ("startup", "collector", "aggregator", "memory", "overhead", "bpfcost")
+BENCHES = ("startup", "idle", "collector", "aggregator", "memory", "overhead", "bpfcost",
+           "latency")
 
 
 def machine_speed() -> Figure:

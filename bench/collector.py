@@ -24,8 +24,8 @@ import time
 
 import zmq
 
-from bench.harness import (WORK, BenchError, Figure, Proc, S3SLOWER, build_helper, log,
-                           profile_top, profiled)
+from bench.harness import (WORK, BenchError, Figure, Proc, S3SLOWER, build_helper,
+                           cpu_seconds, log, profile_top, profiled)
 from s3slower.common import protocol
 from s3slower.common.events import FIELD_OFFSETS
 from s3slower.common.protocol import MsgKind
@@ -74,12 +74,6 @@ class Counter(threading.Thread):
         self.join(5)
         self.sock.close(0)
         self.ctx.term()
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def step(gen_exe: str, rate: int, profile: bool = False) -> dict:

@@ -39,11 +39,10 @@
 #define MAX_THREADS 16384       /* threads inside one traced call at once */
 #define MAX_IOVECS 4            /* iovecs captured per call; rest counted */
 
-/* Data records do not wake the collector (a wake-up per record costs more
- * than the record); it drains every POLL_MS anyway.  Every WAKEUP_EVERY-th
- * data record on a CPU, and every lifecycle record, wakes it at once, so the
- * backlog stays far below the ring's size. */
-#define WAKEUP_EVERY 64
+/* Records wake the collector the kernel's adaptive way (flags 0): only a
+ * record committed while the collector has drained everything, i.e. sleeps,
+ * wakes it.  It then gathers for a moment before draining, so a busy ring
+ * costs one wake-up per drain and an idle one none. */
 
 #define EINPROGRESS 115
 #define PROT_EXEC_BIT 0x4
@@ -148,7 +147,6 @@ struct comm_key_t {
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct record, 1);
 BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
-BPF_PERCPU_ARRAY(submits, u64, 1);     /* data records submitted, for WAKEUP_EVERY */
 BPF_HASH(traced_pids, u32, u8, 65536);
 BPF_TABLE("lru_hash", u32, u8, seen_pids, 65536);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, MAX_CONNS);
@@ -257,11 +255,7 @@ static __always_inline void emit_data(u64 conn_id, u8 *state, u64 start,
             r->h.tail_len = S3S_TAIL_LEN;
     }
     bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
-    u64 *n = submits.lookup(&zero);
-    u64 wake = BPF_RB_FORCE_WAKEUP;
-    if (n && (++*n % WAKEUP_EVERY) != 0)
-        wake = BPF_RB_NO_WAKEUP;
-    if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, S3S_MAX_CAPTURE), wake) != 0)
+    if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, S3S_MAX_CAPTURE), 0) != 0)
         count_lost(LOST_RINGBUF);
 }
 

@@ -69,13 +69,12 @@ class Probes:
         self.detach_errors = 0
 
     # -- draining ----------------------------------------------------------
-    def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms, then drain: most data records do not wake us
-        (BPF_RB_NO_WAKEUP but every WAKEUP_EVERY-th), so the consume reads them."""
-        self.bpf.ring_buffer_poll(timeout_ms)
-        self.bpf.ring_buffer_consume()
+    def fileno(self) -> int:
+        """The ring buffer's fd: readable while records wait to be drained."""
+        return self.bpf[b"events"].map_fd
 
     def consume(self) -> None:
+        """Drain every record there is now (on_record for each), without waiting."""
         self.bpf.ring_buffer_consume()
 
     # -- uprobes -----------------------------------------------------------

@@ -99,7 +99,7 @@ def test_full_ring_buffer_is_counted_by_the_kernel_and_reported():
                 c.sendall(body[i:i + 8192])   # 8 KiB writes: 4 KiB captures
             c.recv(100)
         t.join(5)
-        col.probes.poll(100)
+        col.probes.consume()
         assert col.probes.lost_counts()["ringbuf"] >= len(body) // 8192
         col.heartbeat()
         deadline = time.monotonic() + 5
