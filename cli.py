@@ -167,7 +167,7 @@ def _output_options(f):
         click.option("--interval", type=click.FloatRange(min=0.1), default=5.0,
                      show_default=True, help="Collection interval (s) of the min/max gauges."),
         click.option("--max-buckets", type=click.IntRange(min=1), default=1000,
-                     show_default=True, help="Distinct bucket label values before __other__."),
+                     show_default=True, help="Bucket label values in metrics, __other__ (the rest) included."),
         click.option("--max-url-length", type=click.IntRange(min=8), default=50,
                      show_default=True, help="KEY column truncation length."),
         click.option("--path-style-endpoint", "path_style_endpoints", multiple=True,

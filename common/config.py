@@ -98,7 +98,7 @@ class Config:
     targets_file: Optional[str] = None      # targets.yml; None: trace every process
     path_style_endpoints: tuple[str, ...] = ()   # lower-case hosts addressed path style
     transport: TransportConfig = TransportConfig()
-    max_buckets: int = 1000                 # distinct bucket label values, then __other__
+    max_buckets: int = 1000                 # bucket label values, __other__ included
 
 
 def _known(cls: type) -> tuple[str, ...]:

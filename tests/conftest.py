@@ -148,8 +148,12 @@ class Tracer:
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "s3slower"), "run", "--output", "json", "--no-log", *args],
             stdout=self.out, stderr=self.err)
-        wait_until(lambda: "s3slower: ready" in self.err_path.read_text()
-                   or self.proc.poll() is not None, 90, "the tracer to be ready")
+        try:
+            wait_until(lambda: "s3slower: ready" in self.err_path.read_text()
+                       or self.proc.poll() is not None, 90, "the tracer to be ready")
+        except TimeoutError:
+            self.stop()
+            raise
         if self.proc.poll() is not None:
             raise RuntimeError("tracer died: " + self.err_path.read_text()[-2000:])
 
@@ -169,10 +173,10 @@ class Tracer:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(20)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                self.proc.kill()            # cannot be refused: wait it out
+                self.proc.wait()
         self.out.close()
         self.err.close()
 
