@@ -32,6 +32,7 @@ from elftools.elf.elffile import ELFFile
 
 from s3slower.collector import filecache, golang, x86entry
 from s3slower.collector.elfsyms import Symbols
+from s3slower.collector.processes import all_pids
 
 # (symbol, BPF entry function, BPF return function) per library family.
 OPENSSL_PROBES = (
@@ -142,6 +143,13 @@ class LibraryFinder:
                                                             for p in lib.points))
         filecache.save(self._cache_file, self._digest, self._known)
         self._unsaved = False
+
+    def warm(self) -> None:
+        """Inspect what every running process maps and the system's TLS
+        libraries now, so that later answers come from the cache."""
+        self.system_libraries()
+        for pid in all_pids():
+            self.for_pid(pid)
 
     def system_libraries(self) -> list[Library]:
         """Named TLS libraries where the dynamic linker finds them."""

@@ -60,7 +60,15 @@ class Collector:
         self._batches = 0
         self._execs = 0
         self._exits = 0
-        self.probes = probes_factory(self._on_record)
+        finder = finder or LibraryFinder()
+        # The BPF compile (C, without the GIL) and inspecting the files the
+        # host's processes map (Python) take the same second: side by side.
+        warm = threading.Thread(target=finder.warm, name="inspect", daemon=True)
+        warm.start()
+        try:
+            self.probes = probes_factory(self._on_record)
+        finally:
+            warm.join()
         self.tracker = Tracker(self.probes, selection, self._announce, finder)
 
     # Called from inside ring_buffer_poll for every record: keep it short.
