@@ -1,8 +1,8 @@
 """`python -m bench [NAME ...] [--quick]`: run the benches, print one table.
 
 NAME is any of startup, idle, collector, aggregator, memory, overhead, bpfcost,
-latency
-(default: all, in that order; about 8-10 minutes on the 2-core reference
+latency, shortlived, soak
+(default: all, in that order; about 12-14 minutes on the 2-core reference
 machine).
 Progress and the detailed per-step figures go to stderr; the table (figure,
 value, target, met?) goes to stdout.  Exit status 0 when every target is met,
@@ -20,7 +20,7 @@ import traceback
 from bench.harness import BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table
 
 BENCHES = ("startup", "idle", "collector", "aggregator", "memory", "overhead", "bpfcost",
-           "latency")
+           "latency", "shortlived", "soak")
 
 
 def machine_speed() -> Figure:

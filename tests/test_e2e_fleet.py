@@ -93,15 +93,25 @@ def test_unknown_collector_key_is_refused(tmp_path, keys, moto_http):
     agg = _curve_aggregator(tmp_path, keys, port)
     client = GatedClient(moto_http.url, f"intr-{uuid.uuid4().hex[:6]}")
     col = _curve_collector(tmp_path, keys, "intruder", port, client.pid)
+    ok_client = GatedClient(moto_http.url, f"ok-{uuid.uuid4().hex[:6]}")
+    ok_col = None
     try:
         client.burst(1)
         wait_until(lambda: "refused collector" in agg.err(), 15, "the refusal to be logged")
-        time.sleep(1.0)
-        assert [r for r in agg.records() if r["pid"] == client.pid] == []
+        # positive control: an allowed collector's records, traced after the
+        # intruder's burst and its refusal, do arrive at this aggregator
+        ok_col = _curve_collector(tmp_path, keys, "host-a", port, ok_client.pid)
+        n = ok_client.burst(1)["requests"]
+        wait_until(lambda: len(_records_of(agg, ok_client.pid)) == n, 20,
+                   "the allowed collector's records")
+        assert _records_of(agg, client.pid) == []
         assert col.proc.poll() is None, "a refused collector keeps tracing"
     finally:
         client.close()
+        ok_client.close()
         col.stop()
+        if ok_col is not None:
+            ok_col.stop()
         agg.stop()
 
 
@@ -147,12 +157,13 @@ def test_aggregator_outage_buffered_then_bounded_and_counted(tmp_path, moto_http
         aggs[1].stop()
         n3 = client.burst(60)["requests"]
         aggs.append(_insecure_agg(tmp_path, "agg3", port))
-        time.sleep(3)
+        wait_until(lambda: _records_of(aggs[2], client.pid), 20,
+                   "what the bound kept of the second outage, after reconnect")
         assert col.proc.poll() is None, "the collector stays up through the outage"
     finally:
         client.close()
         col.stop()
-        time.sleep(1)
+        time.sleep(1)     # its last messages (BYE) in flight to agg3; the sums below tell
         for a in aggs:
             a.stop()
     c = summary(col, "collector")

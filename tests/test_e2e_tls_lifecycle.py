@@ -1,8 +1,10 @@
 """Processes come and go: the tracer keeps up and forgets them.
 
-* A client started after `ready` that is done in under a second has all its
-  requests captured (TLS, everything-mode: the system libssl is probed
-  system-wide before ready, so its first SSL_write is seen).
+* A short-lived client started after `ready` (curl, two HTTPS requests) has
+  all its requests captured (TLS, everything-mode: the system libssl is
+  probed system-wide before ready, so its first SSL_write is seen).  How
+  short a life that is on this machine is a bench figure (`python -m bench
+  shortlived`), not a condition here.
 * With --watch, the kernel itself marks a watched name traced at exec, so a
   plain-HTTP client that connects within milliseconds of exec is followed.
 * 200 short-lived traced processes (targets mode: per-pid uprobes attached
@@ -15,12 +17,11 @@ import ctypes
 import os
 import subprocess
 import threading
-import time
 
 import pytest
 
 from conftest import Tracer, need_root_bpf, wait_until
-from tls_fixtures import bucket_name, presigner
+from tls_fixtures import bucket_name, marker_arrives, presigner
 
 pytestmark = pytest.mark.e2e
 SHORT_LIVED = 200
@@ -31,17 +32,14 @@ def test_short_lived_https_client_after_ready(tracer, moto_https):
     bucket = bucket_name("quick")
     s3.create_bucket(Bucket=bucket)
     url = f"{moto_https.url}/{bucket}?list-type=2"
-    t = time.monotonic()
     p = subprocess.Popen(["curl", "-sS", "--cacert", str(moto_https.ca), "-o", "/dev/null",
                           "-o", "/dev/null", "-w", "%{http_code}", "--aws-sigv4",
                           "aws:amz:us-east-1:s3", "--user", "testing:testing", url, url],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=30)
-    took = time.monotonic() - t
     assert p.returncode == 0 and out == "200200", err
-    assert took < 1.0, f"the client took {took:.2f}s: not short-lived enough to prove anything"
-    recs = tracer.wait_records({p.pid}, 2)
-    time.sleep(0.5)      # anything extra would arrive now; it must not
+    tracer.wait_records({p.pid}, 2)
+    marker_arrives(tracer)   # curl has exited: anything extra of it is out by now
     recs = tracer.records_for({p.pid})
     assert [(r["operation"], r["bucket"], r["status_code"], r["tls"], r["complete"])
             for r in recs] == [("ListObjectsV2", bucket, 200, "openssl", True)] * 2

@@ -4,13 +4,16 @@
   in the kernel maps, the collector or the aggregator;
 * 10,000 short-lived traced processes (real curl) are each seen, recorded and
   forgotten;
-* a soak at a steady rate keeps both processes' memory flat
-  (S3SLOWER_SOAK_S seconds, default 120; the CI budget allows it);
+* 12,000 requests with connection churn leave both processes' memory flat
+  (counted in requests: memory is read after each batch has been recorded);
 * a ring buffer too small for the records is survived, and every dropped
   record is counted.
 
-All need root and real BPF (e2e).  Every wait has a deadline; every load
-loop is bounded in count and time; traffic stays on 127.0.0.1.
+All need root and real BPF (e2e).  Every wait is for a positive signal and
+has a generous deadline; every load loop is bounded in count; traffic stays
+on 127.0.0.1.  How fast this goes (10,000 curl runs in a time budget, a
+steady rate held for minutes with flat memory) is `python -m bench
+shortlived soak`, not a condition here.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ from conftest import Tracer, VENV_BIN, need_root_bpf, wait_until
 
 pytestmark = pytest.mark.e2e
 
-SOAK_S = float(os.environ.get("S3SLOWER_SOAK_S", "120"))
-SOAK_RATE = 100                 # requests per second, steady
+SOAK_BATCHES = 12
+SOAK_BATCH = 1000               # requests per batch, one RSS sample after each
 SHORT_LIVED = 10_000
-SHORT_LIVED_DEADLINE_S = 300
+RECORDS_TIMEOUT_S = 120         # generous: records trail their requests by well under 1 s
 
 
 # --------------------------------------------------------------------------
@@ -43,6 +46,7 @@ SHORT_LIVED_DEADLINE_S = 300
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True      # head and body are two writes: no 40 ms stall between
     body = b"0123456789abcdef" * 4
 
     def _reply(self):
@@ -75,10 +79,14 @@ def http_server():
         srv.server_close()
 
 
-def rss_mb(pid: int) -> float:
+def anon_mb(pid: int) -> float:
+    """The process's own anonymous memory (heap, Python objects): what a leak
+    grows.  Not VmRSS, which also counts file-backed pages as they are first
+    touched -- the 8 MiB BPF ring buffer's mapping fills in steps as records
+    go round it once, libraries page in."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -94,6 +102,23 @@ def child_pids(pid: int) -> list[int]:
             except OSError:
                 pass
     return out
+
+
+def _state(pid: int) -> str:
+    """R, S, D, Z ... from /proc/PID/stat ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def curl_once(curl: str, url: str) -> int:
+    """One curl process, one request; its pid."""
+    p = subprocess.Popen([curl, "-s", "-o", "/dev/null", url],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert p.wait(30) == 0, f"curl {url} failed"
+    return p.pid
 
 
 def summary(text: str, who: str) -> dict:
@@ -182,8 +207,9 @@ def test_process_killed_mid_request_leaves_no_state():
                    "the aggregator to hold the hanging connection")
         assert child_conns(), "the kernel tracks the child's connection"
         assert col.statistics().traced_processes == 1
-        # the child is blocked in recv(): inside a traced syscall
-        time.sleep(0.2)
+        # the child is blocked in recv() (asleep: nothing else is left for it
+        # to do after printing "sent"): inside a traced syscall
+        wait_until(lambda: _state(child.pid) == "S", 10, "the child to block in recv()")
         child.send_signal(signal.SIGKILL)
         child.wait(10)
         wait_until(lambda: pump() and any(r.pid == child.pid for r in records)
@@ -218,26 +244,15 @@ def test_ten_thousand_short_lived_processes(tmp_path, http_server):
     need_root_bpf()
     curl = "/usr/bin/curl"
     if not os.path.exists(curl):
-        pytest.skip("curl is not installed")
+        pytest.fail("curl is missing: tests/setup-test-tools.sh installs it")
     tracer = Tracer(tmp_path, [])
     pids: set[int] = set()
     try:
-        deadline = time.monotonic() + SHORT_LIVED_DEADLINE_S
         url = f"http://127.0.0.1:{http_server}/bucket/short-"
-
-        def one(i: int) -> int:
-            p = subprocess.Popen([curl, "-s", "-o", "/dev/null", f"{url}{i}"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            p.wait(30)
-            assert p.returncode == 0, f"curl {i} failed"
-            return p.pid
-
         with ThreadPoolExecutor(4) as ex:
-            for pid in ex.map(one, range(SHORT_LIVED)):
-                pids.add(pid)
-                assert time.monotonic() < deadline, "10,000 processes took too long"
-        wait_until(lambda: len(json_lines(tracer.out_path, pids)) >= SHORT_LIVED, 60,
-                   "a record for every short-lived process")
+            pids.update(ex.map(lambda i: curl_once(curl, f"{url}{i}"), range(SHORT_LIVED)))
+        wait_until(lambda: len(json_lines(tracer.out_path, pids)) >= SHORT_LIVED,
+                   RECORDS_TIMEOUT_S, "a record for every short-lived process")
     finally:
         tracer.stop()
     recs = json_lines(tracer.out_path, pids)
@@ -255,63 +270,63 @@ def test_ten_thousand_short_lived_processes(tmp_path, http_server):
 
 
 # --------------------------------------------------------------------------
-# 3. soak at a steady rate: flat memory
+# 3. many requests, connection churn: flat memory
 
 SOAK_CLIENT = r"""
-import socket, sys, time
-port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+import socket, sys
+port = int(sys.argv[1])
 def conn():
     return socket.create_connection(("127.0.0.1", port))
 conns = [conn() for _ in range(4)]
-t0 = time.monotonic()
 n = 0
-while n < rate * seconds and time.monotonic() - t0 < seconds + 30:
-    i = n % 4
-    if n % 200 == i:        # churn: every connection is replaced now and then
-        conns[i].close()
-        conns[i] = conn()
-    c = conns[i]
-    c.sendall(b"GET /bucket/soak-%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % n)
-    buf = b""
-    while not (b"\r\n\r\n" in buf and len(buf.split(b"\r\n\r\n", 1)[1]) >= 64):
-        buf += c.recv(4096)
-    n += 1
-    due = t0 + n / rate
-    if due > time.monotonic():
-        time.sleep(due - time.monotonic())
-print(n, flush=True)
+for line in sys.stdin:              # "N": make N more requests, then print the total
+    for _ in range(int(line)):
+        i = n % 4
+        if n % 200 == i:            # churn: every connection is replaced now and then
+            conns[i].close()
+            conns[i] = conn()
+        c = conns[i]
+        c.sendall(b"GET /bucket/soak-%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % n)
+        buf = b""
+        while not (b"\r\n\r\n" in buf and len(buf.split(b"\r\n\r\n", 1)[1]) >= 64):
+            buf += c.recv(4096)
+        n += 1
+    print(n, flush=True)
 """
 
 
-def test_soak_steady_rate_memory_stays_flat(tmp_path, http_server):
+def test_many_requests_memory_stays_flat(tmp_path, http_server):
     need_root_bpf()
     tracer = Tracer(tmp_path, [])
-    samples: list[tuple[float, float, float]] = []
+    samples: list[tuple[int, float, float]] = []   # (requests recorded, anon MB x2)
+    client = None
     try:
         agg = wait_until(lambda: child_pids(tracer.proc.pid), 10, "the aggregator")[0]
-        client = subprocess.Popen([sys.executable, "-c", SOAK_CLIENT, str(http_server),
-                                   str(SOAK_RATE), str(SOAK_S)], stdout=subprocess.PIPE,
-                                  text=True)
-        t0 = time.monotonic()
-        while client.poll() is None and time.monotonic() - t0 < SOAK_S + 60:
-            samples.append((time.monotonic() - t0, rss_mb(tracer.proc.pid), rss_mb(agg)))
-            time.sleep(2)
+        client = subprocess.Popen([sys.executable, "-c", SOAK_CLIENT, str(http_server)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for batch in range(1, SOAK_BATCHES + 1):
+            client.stdin.write(f"{SOAK_BATCH}\n")
+            client.stdin.flush()
+            assert int(client.stdout.readline()) == batch * SOAK_BATCH
+            wait_until(lambda: len(json_lines(tracer.out_path, {client.pid}))
+                       >= batch * SOAK_BATCH, RECORDS_TIMEOUT_S, f"batch {batch} recorded")
+            samples.append((batch * SOAK_BATCH, anon_mb(tracer.proc.pid), anon_mb(agg)))
+        client.stdin.close()
         assert client.wait(30) == 0
-        sent = int(client.stdout.read().strip())
-        assert sent == int(SOAK_RATE * SOAK_S)
-        wait_until(lambda: len(json_lines(tracer.out_path, {client.pid})) >= sent, 30,
-                   "every soak request recorded")
     finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait(5)
         tracer.stop()
     recs = json_lines(tracer.out_path, {client.pid})
-    assert len(recs) == sent and all(r["complete"] for r in recs)
+    assert len(recs) == SOAK_BATCHES * SOAK_BATCH and all(r["complete"] for r in recs)
     # flat: after a warm-up fifth, the last fifth is no bigger than the second fifth
     k = max(len(samples) // 5, 1)
     for col, name in ((1, "collector"), (2, "aggregator")):
         early = sorted(s[col] for s in samples[k:2 * k])[len(samples[k:2 * k]) // 2]
         late = sorted(s[col] for s in samples[-k:])[len(samples[-k:]) // 2]
         assert late - early <= max(0.03 * early, 3.0), \
-            f"{name} RSS grew from {early:.1f} to {late:.1f} MB: {samples}"
+            f"{name} anonymous memory grew from {early:.1f} to {late:.1f} MB: {samples}"
 
 
 # --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ running at once.  The clients start before the tracer and wait on stdin, so
 both are mid-flight together when told to go.
 
 Targets mode attaches uprobes per process: the untraced client maps the same
-libssl, yet has no probe and no record.
+libssl, yet has no probe and no record.  Each "no record" is checked after a
+positive control: a later request of a traced process did arrive.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import S3_ENV, Tracer, need_root_bpf, wait_until
-from tls_fixtures import CLIENTS
+from conftest import S3_ENV, Tracer, need_root_bpf
+from tls_fixtures import CLIENTS, marker_arrives
 
 pytestmark = pytest.mark.e2e
 PAIRS = 2
@@ -42,8 +42,8 @@ class Client:
         self.pid = json.loads(self.proc.stdout.readline())["pid"]
         assert self.pid == self.proc.pid
 
-    def go(self) -> None:
-        self.proc.stdin.write(f"go {PAIRS}\n")
+    def go(self, pairs: int = PAIRS) -> None:
+        self.proc.stdin.write(f"go {pairs}\n")
         self.proc.stdin.flush()
 
     def done(self) -> dict:
@@ -64,17 +64,21 @@ def run_pair(tmp_path, server, args: list[str], traced: Client, untraced: Client
         untraced.go()
         assert traced.done()["requests"] == REQUESTS
         assert untraced.done()["requests"] == REQUESTS
-        recs = tracer.wait_records({traced.pid}, REQUESTS, timeout=20)
-        time.sleep(0.5)      # anything extra or untraced would be here by now
+        # positive control: one more pair of the traced client, made after the
+        # untraced one finished, arrives; whatever the untraced client's
+        # requests could produce was ahead of it
+        traced.go(1)
+        assert traced.done()["requests"] == 2
+        tracer.wait_records({traced.pid}, REQUESTS + 2, timeout=20)
         recs = tracer.records_for({traced.pid, untraced.pid})
     finally:
         tracer.stop()
         traced.close()
         untraced.close()
     assert {r["pid"] for r in recs} == {traced.pid}, "the untraced client was recorded"
-    assert len(recs) == REQUESTS
+    assert len(recs) == REQUESTS + 2
     assert [r["operation"] for r in sorted(recs, key=lambda r: r["timestamp"])] == \
-        ["CreateBucket"] + ["PutObject", "GetObject"] * PAIRS
+        ["CreateBucket"] + ["PutObject", "GetObject"] * (PAIRS + 1)
     assert all(r["tls"] == "openssl" and r["complete"] and r["bucket"] == traced.bucket
                for r in recs)
     return recs
@@ -124,8 +128,12 @@ def test_targets_file_restricts_and_labels(tmp_path, moto_https):
 def test_targets_new_processes_after_ready(tmp_path, moto_http, moto_https):
     """Processes exec'd after ready: a name the kernel matches at exec is
     followed from its first syscall (plain HTTP curl, done in milliseconds);
-    a TLS client is probed within the 1 s of its exec that SPEC §4 allows
-    (per-process uprobes are attached by the collector, after the exec)."""
+    a TLS client is probed once the collector has handled its exec
+    (per-process uprobes are attached by the collector, after the exec).
+    That this takes under the 1 s SPEC §4 allows is a bench figure
+    (`python -m bench shortlived`); here the client goes once a marker exec'd
+    after it is out: the collector handles exec records in order and
+    attaches before it publishes what it drained with them."""
     need_root_bpf()
     targets = tmp_path / "targets.yml"
     targets.write_text("""targets:
@@ -139,26 +147,29 @@ def test_targets_new_processes_after_ready(tmp_path, moto_http, moto_https):
     match:
       type: comm
       value: s3-late
+  - id: marker
+    match:
+      type: comm
+      value: s3-marker
 """)
+    marker = named_python(tmp_path, "s3-marker")
     tracer = Tracer(tmp_path, ["--targets", str(targets)])
     late = None
     try:
         url = f"{moto_http.url}/exe-{uuid.uuid4().hex[:6]}?list-type=2"
         curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", url])
         wget = subprocess.Popen(["wget", "-q", "-O", "/dev/null", url])
-        exec_at = time.monotonic()
         late = Client(moto_https, named_python(tmp_path, "s3-late"))
         other = Client(moto_https, named_python(tmp_path, "s3-other"))
         assert curl.wait(30) == 0
         wget.wait(30)
-        # SPEC §4: attached within 1 s of exec; go exactly when that is due
-        time.sleep(max(0.0, exec_at + 1.0 - time.monotonic()))
+        marker_arrives(tracer, marker)      # the collector has handled late's exec
         late.go()
         other.go()
         assert late.done()["requests"] == REQUESTS and other.done()["requests"] == REQUESTS
         tracer.wait_records({curl.pid}, 1)
         tracer.wait_records({late.pid}, REQUESTS)
-        time.sleep(0.5)
+        marker_arrives(tracer, marker)      # wget and other are done: theirs would be out
         assert not tracer.records_for({wget.pid, other.pid})
         assert [(r["comm"], r["labels"]) for r in tracer.records_for({curl.pid})] == \
             [("curl", {"client": "curl"})]

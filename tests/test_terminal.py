@@ -5,7 +5,6 @@ import datetime as dt
 import io
 import json
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -186,10 +185,16 @@ class BlockedStream:
 
     def __init__(self):
         self.release = threading.Event()
+        self.inside = threading.Event()       # a write() is waiting
+        self.came_out = threading.Event()     # a write() stopped waiting
         self.lines: list[str] = []
 
     def write(self, text: str) -> int:
-        assert self.release.wait(timeout=30)
+        self.inside.set()
+        try:
+            assert self.release.wait(timeout=30)
+        finally:
+            self.came_out.set()
         self.lines += text.splitlines()
         return len(text)
 
@@ -200,10 +205,13 @@ class BlockedStream:
 def test_writer_never_blocks_on_a_slow_stream():
     stream = BlockedStream()
     w = TerminalWriter(stream, SimpleRenderer(), max_queued_lines=100)
-    started = time.monotonic()
-    for i in range(5000):
+    w.emit(rec(pid=0))
+    assert stream.inside.wait(timeout=30)         # the stream is blocked from here on
+    for i in range(1, 5000):
         w.emit(rec(pid=i))
-    assert time.monotonic() - started < 5.0       # generous; it is ~ms
+    # every emit returned while the stream was still blocked: none waited on it
+    # (a blocking emit could only have got past the blocked write by its timeout)
+    assert not stream.came_out.is_set()
     s = w.statistics()
     assert s.requests == 5000 and s.queued <= 100
     assert s.dropped_lines >= 5000 - 100 - WRITE_BATCH_LINES
