@@ -55,10 +55,41 @@
 
 enum conn_state { ST_UNKNOWN = 0, ST_HTTP = 1, ST_TLS = 2, ST_OTHER = 3 };
 
+/* What parse_head found, kept in map memory rather than registers (the
+ * verifier then carries no per-byte state through its loops). */
+#define MAX_LINES 64            /* header lines looked at in a head */
+struct found_t {
+    u32 last;       /* bytes looked at, less 2 */
+    u32 end;        /* bytes of the head, through its empty line (0: not found) */
+    u32 lines;      /* line starts recorded in `at` */
+    u32 cl_at;      /* the Content-Length line's start */
+    u32 cl_n;       /* Content-Length lines */
+    u32 te;         /* Transfer-Encoding lines */
+    u32 expect;     /* Expect lines */
+    u32 at[MAX_LINES];
+};
+
+/* A head to frame, handed by a call's exit to the framing program (a tail
+ * call: the parser is verified once, not in every program that emits). */
+#define JOB_NONE 0
+#define JOB_HERE 1      /* the head's bytes are in r->data */
+#define JOB_REREAD 2    /* ... at `buf` (a vector's first buffer: r->data was reused) */
+struct job_t {
+    u64 conn_key;
+    u64 conn_id;
+    u64 buf;
+    u32 cap;        /* bytes of the head's buffer captured */
+    u32 len;        /* bytes the whole call moved, from the head on */
+    u8 kind;        /* JOB_* */
+    u8 dir;
+};
+
 struct record {
     struct s3s_event h;
     /* twice the capture so a masked length is provably in bounds */
     u8 data[2 * S3S_MAX_CAPTURE];
+    struct found_t found;
+    struct job_t job;
 };
 
 /* Clamp a length for the verifier: the compiler may otherwise fold the
@@ -71,10 +102,42 @@ static __always_inline u32 bounded(u32 n, u32 max)
     return n;
 }
 
+/* Body framing, per direction of an HTTP connection (see "framing" below). */
+#define FR_HEAD 0       /* a message head comes next */
+#define FR_COUNT 1      /* in a Content-Length body: counted, one record at its end */
+#define FR_COPY 2       /* in a Content-Length body that is copied (an error's) */
+#define FR_PASS 3       /* framing not followed here: every call goes out as it is */
+
+struct frame_t {
+    u64 left;       /* FR_COUNT, FR_COPY: body bytes still to come */
+    u64 start_ns;   /* FR_COUNT: entry of the first body call not yet sent */
+    u64 held;       /* FR_COUNT: body bytes moved and not yet sent */
+    u64 end_ns;     /* FR_COUNT: return of the last call held */
+    u64 moved;      /* body bytes of this message moved so far */
+    u8 mode;        /* FR_* */
+    u8 expect;      /* egress: this request said Expect: 100-continue */
+    u8 head_req;    /* egress: this request is a HEAD (its response has no body) */
+    u8 source;      /* FR_COUNT: enum s3s_source of the calls held */
+};
+
 struct conn_t {
     u64 id;
     u8 raw;     /* enum conn_state of the bytes on the wire */
     u8 plain;   /* enum conn_state of TLS plaintext */
+    u8 pending; /* tiny head reads are held in `tiny` */
+    struct frame_t f[2];    /* by enum s3s_dir */
+};
+
+/* Tiny reads of a head in progress (boto3 reads `100 Continue` a byte per
+ * call), held until the head is complete and sent as one record. */
+#define TINY_MAX 32
+#define TINY_MASK 63            /* lengths and indexes in tiny_t.data, for the verifier */
+struct tiny_t {
+    u64 start_ns;   /* entry of the first call held */
+    u64 end_ns;     /* return of the last */
+    u32 len;
+    u8 source;
+    u8 data[3 * TINY_MAX];  /* held bytes at [0, TINY_MAX); room for masked copies */
 };
 
 struct io_args_t {
@@ -115,10 +178,12 @@ struct thread_t {
     struct connect_args_t connect;
     struct tls_args_t tls;
     s32 last_rx;    /* fd of the TLS ciphertext read last, until a TLS call consumes it */
+    u32 tls_n;      /* plaintext bytes of the TLS call that ended (tls_done) */
     u8 in_io;
     u8 in_connect;
     u8 in_tls;
     u8 has_rx;
+    u8 tls_done;    /* `tls` ended, tls_n moved: for the shared TLS exit program */
 };
 
 struct ssl_key_t {
@@ -150,6 +215,9 @@ BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
 BPF_HASH(traced_pids, u32, u8, 65536);
 BPF_TABLE("lru_hash", u32, u8, seen_pids, 65536);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, MAX_CONNS);
+BPF_TABLE("lru_hash", u64, struct tiny_t, tiny_heads, 4096);  /* by conn id */
+BPF_PROG_ARRAY(frame_tp, 1);    /* the framing program for syscall tracepoints */
+BPF_PROG_ARRAY(frame_up, 1);    /* ... for uprobes */
 BPF_TASK_STORAGE(threads, struct thread_t);
 BPF_TABLE("lru_hash", struct ssl_key_t, struct ssl_fd_t, ssl_fds, MAX_CONNS);
 BPF_TABLE("lru_hash", struct go_key_t, struct tls_args_t, active_go, MAX_THREADS);
@@ -213,29 +281,13 @@ static __always_inline u8 classify(const u8 *d, u32 cap)
     return ST_OTHER;
 }
 
-/* Copy one buffer into a record and submit it.  `state` is the connection's
- * raw or plain classification, updated on the first egress bytes. */
-static __always_inline void emit_data(u64 conn_id, u8 *state, u64 start,
-                                      u64 end, u32 fd, u8 dir, u8 source,
-                                      const void *buf, u32 len)
+/* Fill a record's header and submit it: `len` bytes moved, the first `cap`
+ * of them in r->data; the tail comes from the end of `buf` (buf_len bytes)
+ * when not all was captured. */
+static __always_inline void put_record(struct record *r, u64 conn_id, u64 start,
+                                       u64 end, u32 fd, u8 dir, u8 source, u32 len,
+                                       u32 cap, const void *buf, u32 buf_len)
 {
-    u32 zero = 0;
-    struct record *r = scratch.lookup(&zero);
-    if (!r)
-        return;
-    u32 cap = bounded(len, S3S_MAX_CAPTURE);
-    if (!buf)
-        cap = 0;
-    if (cap > 0 && bpf_probe_read_user(r->data, cap, buf) != 0)
-        cap = 0;
-    if (*state == ST_UNKNOWN) {
-        if (dir != S3S_EGRESS)
-            return;
-        *state = classify(r->data, cap);
-    }
-    if (*state != ST_HTTP)
-        return;
-
     u64 pt = bpf_get_current_pid_tgid();
     r->h.start_ns = start;
     r->h.end_ns = end;
@@ -249,14 +301,416 @@ static __always_inline void emit_data(u64 conn_id, u8 *state, u64 start,
     r->h.dir = dir;
     r->h.source = source;
     r->h.tail_len = 0;
-    if (buf && len > cap && len >= S3S_TAIL_LEN) {
+    if (buf && len > cap && buf_len >= S3S_TAIL_LEN) {
         if (bpf_probe_read_user(r->h.tail, S3S_TAIL_LEN,
-                                (const u8 *)buf + len - S3S_TAIL_LEN) == 0)
+                                (const u8 *)buf + buf_len - S3S_TAIL_LEN) == 0)
             r->h.tail_len = S3S_TAIL_LEN;
     }
     bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
     if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, S3S_MAX_CAPTURE), 0) != 0)
         count_lost(LOST_RINGBUF);
+}
+
+/* ---- framing: bodies counted in the kernel -------------------------------
+ * A Content-Length body of a 2xx/3xx message is not copied: its bytes are
+ * counted and one record goes out when it ends (entry of its first call,
+ * return of its last, every byte in `len`, none captured), so a 32 MiB GET
+ * is one record, not two thousand.  The rules are aggregator/framing.py's
+ * `body_framing`; whatever they do not cover plainly (chunked, no length, a
+ * head not within one call, bytes past a message's end in the same call)
+ * turns framing off for that direction of the connection: every call goes
+ * out as it is, as before.  Error bodies (>= 400) are copied (their XML
+ * names the error). */
+#define PARSE_MAX 2048          /* a head is looked for in this many bytes */
+#define HELD_MAX (1U << 30)     /* body bytes one record stands for, at most */
+#define CL_NONE (-1)
+#define CL_BAD (-2)
+
+struct head_t {
+    s64 cl;         /* Content-Length, CL_NONE or CL_BAD */
+    u32 end;        /* bytes of the head, through its empty line */
+    u16 status;     /* a response's */
+    u8 te;          /* a Transfer-Encoding header */
+    u8 expect;      /* Expect: (100-continue) */
+    u8 is_head;     /* a HEAD request */
+};
+
+/* Little-endian words of lower-cased header names (| 0x20 lower-cases
+ * letters and leaves '-' and ':' as they are). */
+#define W_CONTENT_ 0x2d746e65746e6f63ULL        /* "content-" */
+#define W_LENGTH 0x003a6874676e656cULL          /* "length:" */
+#define W_TRANSFER 0x726566736e617274ULL        /* "transfer" */
+#define W_EXPECT 0x003a746365707865ULL          /* "expect:" */
+#define LOWER8 0x2020202020202020ULL
+#define MASK7 0x00ffffffffffffffULL
+
+/* Content-Length's value at d[at]: leading blanks, then digits to the first
+ * non-digit (a list's first value counts); CL_BAD when there are none. */
+static __always_inline s64 length_at(const u8 *d, u32 at)
+{
+    u64 v = 0;
+    u32 digits = 0;
+#pragma unroll
+    for (int k = 0; k < 24; k++) {
+        u8 ch = d[(at + k) & 0xfff];
+        if (ch >= '0' && ch <= '9') {
+            if (++digits > 18)
+                return CL_BAD;
+            v = v * 10 + (ch - '0');
+        } else if (digits || (ch != ' ' && ch != '\t')) {
+            break;
+        }
+    }
+    return digits ? (s64)v : CL_BAD;
+}
+
+static __always_inline u64 raw_word(const u8 *d, u32 i)
+{
+    u64 w = 0;
+    __builtin_memcpy(&w, d + (i & 0xfff), 8);
+    return w;
+}
+
+/* Parse the head at the start of r->data[0, cap): 1 when its end is there.
+ * Written for the verifier, which follows every branch of every byte: one
+ * loop finds the line starts and the empty line (two branches a byte),
+ * another looks at the lines' names; what the first finds goes to memory
+ * (r->found), so no state rides through it in registers. */
+static __always_inline int parse_head(struct record *r, u32 cap, u8 dir, struct head_t *h)
+{
+    const u8 *d = r->data;
+    h->cl = CL_NONE;
+    h->end = 0;
+    h->status = 0;
+    h->te = 0;
+    h->expect = 0;
+    h->is_head = 0;
+    if (cap < 16)
+        return 0;
+    if (dir == S3S_INGRESS) {
+        u8 a = d[9] - '0', b = d[10] - '0', c = d[11] - '0';
+        if (d[0] != 'H' || d[4] != '/' || d[8] != ' ' || a > 9 || b > 9 || c > 9)
+            return 0;
+        h->status = a * 100 + b * 10 + c;
+    } else {
+        if (classify(d, cap) != ST_HTTP)    /* a request starts with its method */
+            return 0;
+        h->is_head = d[0] == 'H' && d[1] == 'E' && d[2] == 'A' && d[3] == 'D' && d[4] == ' ';
+    }
+    volatile struct found_t *fo = &r->found;
+    fo->last = cap - 2;        /* "\n\r\n" must fit: the last newline looked at is cap - 3 */
+    fo->end = 0;
+    fo->lines = 0;
+    for (u32 i = 12; i < PARSE_MAX; i++) {
+        if (i >= fo->last)
+            return 0;
+        if (d[i] != '\n')
+            continue;
+        if (d[i + 1] == '\r' && d[i + 2] == '\n') {   /* the empty line */
+            fo->end = i + 3;
+            break;
+        }
+        u32 n = fo->lines;
+        if (n < MAX_LINES) {
+            fo->at[n & (MAX_LINES - 1)] = i + 1;
+            fo->lines = n + 1;
+        }
+    }
+    u32 end = fo->end;
+    if (!end || end > cap)
+        return 0;
+    h->end = end;
+    fo->cl_n = 0;
+    fo->te = 0;
+    fo->expect = 0;
+    for (u32 k = 0; k < MAX_LINES; k++) {
+        if (k >= fo->lines)
+            break;
+        u32 at = fo->at[k & (MAX_LINES - 1)];
+        u64 w = raw_word(d, at) | LOWER8;
+        u64 w2 = raw_word(d, at + 8) | LOWER8;
+        if (w == W_CONTENT_ && (w2 & MASK7) == W_LENGTH) {
+            if (fo->cl_n++ == 0)
+                fo->cl_at = at;
+        } else if (w == W_TRANSFER && (w2 & 0xff) == '-') {
+            fo->te = 1;
+        } else if ((w & MASK7) == W_EXPECT) {
+            fo->expect = 1;
+        }
+    }
+    if (fo->lines >= MAX_LINES)
+        return 0;                       /* more lines than are looked at */
+    h->te = fo->te != 0;
+    h->expect = fo->expect != 0;
+    u32 cls = fo->cl_n;
+    if (cls > 1)
+        h->cl = CL_BAD;                 /* more than one: not followed here */
+    else if (cls == 1)
+        h->cl = length_at(d, fo->cl_at + 15);
+    return 1;
+}
+
+/* A head was sent or received in one call of `len` bytes: how its body, if
+ * any, is framed from here. */
+static __always_inline void frame_head(struct record *r, struct conn_t *c,
+                                       struct frame_t *f, u8 dir, u32 cap, u32 len)
+{
+    struct head_t h;
+    if (!parse_head(r, cap, dir, &h)) {
+        f->mode = FR_PASS;
+        return;
+    }
+    u64 after = len - h.end;    /* bytes after the head in this call */
+    u64 body = 0;
+    u8 mode = FR_COUNT;
+    if (dir == S3S_EGRESS) {
+        f->head_req = h.is_head;
+        f->expect = h.expect;
+        if (h.te || h.cl == CL_BAD) {
+            f->mode = FR_PASS;
+            return;
+        }
+        body = h.cl > 0 ? h.cl : 0;     /* a request without a length has no body */
+    } else {
+        if (h.status < 200) {           /* interim (100 Continue): the final head follows */
+            f->mode = after ? FR_PASS : FR_HEAD;
+            return;
+        }
+        /* a final answer to a request waiting for 100-continue that sent
+         * nothing of its body: it sends none now (aggregator: refuse_body) */
+        struct frame_t *q = &c->f[S3S_EGRESS];
+        if (q->mode == FR_COUNT && q->expect && q->moved == 0) {
+            q->mode = FR_HEAD;
+            q->left = 0;
+        }
+        if (h.status == 204 || h.status == 304 || q->head_req) {
+            body = 0;
+        } else if (h.te || h.cl < 0) {  /* chunked, until close, or a bad length */
+            f->mode = FR_PASS;
+            return;
+        } else {
+            body = h.cl;
+        }
+        if (h.status >= 400)
+            mode = FR_COPY;
+    }
+    if (after > body) {                 /* more than this message in one call */
+        f->mode = FR_PASS;
+        return;
+    }
+    if (after == body) {
+        f->mode = FR_HEAD;
+        return;
+    }
+    f->mode = mode;
+    f->left = body - after;
+    f->moved = after;
+    f->held = 0;
+}
+
+/* Send the body bytes counted and not yet sent, as one record. */
+static __always_inline void send_held(struct record *r, struct conn_t *c, struct frame_t *f,
+                                      u32 fd, u8 dir, u8 source)
+{
+    if (!f->held)
+        return;
+    put_record(r, c->id, f->start_ns, f->end_ns, fd, dir, source, (u32)f->held, 0, 0, 0);
+    f->held = 0;
+}
+
+/* A call inside a counted body: 1 when it is done with (held, or the body's
+ * last call sent as its one record), 0 when it must go out as it is. */
+static __always_inline int count_body(struct record *r, struct conn_t *c, struct frame_t *f,
+                                      u64 start, u64 end, u32 fd, u8 dir, u8 source,
+                                      const void *buf, u32 len)
+{
+    if (len > f->left) {                /* the body ends inside this call */
+        send_held(r, c, f, fd, dir, source);
+        f->mode = FR_PASS;
+        return 0;
+    }
+    if (f->held + len > HELD_MAX)
+        send_held(r, c, f, fd, dir, source);
+    if (!f->held)
+        f->start_ns = start;
+    f->source = source;
+    f->held += len;
+    f->end_ns = end;
+    f->left -= len;
+    f->moved += len;
+    if (f->left)
+        return 1;
+    put_record(r, c->id, f->start_ns, end, fd, dir, source, (u32)f->held, 0, buf, len);
+    f->held = 0;
+    f->mode = FR_HEAD;
+    return 1;
+}
+
+/* Send the tiny reads held for a head that will not be completed. */
+static __always_inline void send_tiny(struct record *r, struct conn_t *c, u32 fd)
+{
+    if (!c->pending)
+        return;
+    c->pending = 0;
+    u64 id = c->id;
+    struct tiny_t *t = tiny_heads.lookup(&id);
+    if (!t)
+        return;
+    u32 n = t->len & TINY_MASK;
+    if (n && bpf_probe_read_kernel(r->data, n, t->data) == 0)
+        put_record(r, id, t->start_ns, t->end_ns, fd, S3S_INGRESS, t->source, n, n, 0, 0);
+    tiny_heads.delete(&id);
+}
+
+/* Tiny reads while a head is due (*cap == len <= TINY_MAX, in r->data): held
+ * until the head ends.  1: held; 0: go on with r->data, *cap, *start (the
+ * whole head gathered, or too long to hold: framing off). */
+static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *start,
+                                     u64 end, u32 fd, u8 source, u32 *cap)
+{
+    u64 id = c->id;
+    struct tiny_t *t = tiny_heads.lookup(&id);
+    if (!t) {
+        struct tiny_t fresh = {};
+        tiny_heads.update(&id, &fresh);
+        t = tiny_heads.lookup(&id);
+        if (!t)
+            return 0;
+    }
+    if (!c->pending) {
+        t->len = 0;
+        t->start_ns = *start;
+        t->source = source;
+        c->pending = 1;
+    }
+    u32 off = t->len & (TINY_MAX - 1);
+    u32 n = *cap & (2 * TINY_MAX - 1);
+    if (off + n > TINY_MAX) {           /* longer than is held: framing off */
+        send_tiny(r, c, fd);
+        c->f[S3S_INGRESS].mode = FR_PASS;
+        return 0;
+    }
+    if (n && bpf_probe_read_kernel(t->data + off, n, r->data) != 0)
+        return 0;
+    t->len = off + n;
+    t->end_ns = end;
+    u32 k = t->len & TINY_MASK;
+    if (k < 4 || t->data[(k - 4) & TINY_MASK] != '\r' || t->data[(k - 3) & TINY_MASK] != '\n' ||
+        t->data[(k - 2) & TINY_MASK] != '\r' || t->data[(k - 1) & TINY_MASK] != '\n')
+        return 1;
+    if (bpf_probe_read_kernel(r->data, k, t->data) != 0)
+        return 0;
+    *cap = k;
+    *start = t->start_ns;
+    c->pending = 0;
+    return 0;
+}
+
+/* A connection closes: what it holds goes out before its CLOSE record. */
+static __always_inline void send_all_held(struct conn_t *c, u32 fd)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    send_tiny(r, c, fd);
+    send_held(r, c, &c->f[S3S_EGRESS], fd, S3S_EGRESS, c->f[S3S_EGRESS].source);
+    send_held(r, c, &c->f[S3S_INGRESS], fd, S3S_INGRESS, c->f[S3S_INGRESS].source);
+}
+
+/* One call's bytes on an HTTP connection (or the first on an unclassified
+ * one, which classifies it by its first egress bytes): framed, and copied
+ * into a record where they go out.  `state` is c's raw or plain state. */
+static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
+                                      u64 end, u32 fd, u8 dir, u8 source,
+                                      const void *buf, u32 len, u8 job, u32 job_len)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    dir &= 1;
+    struct frame_t *f = &c->f[dir];
+    if (*state == ST_HTTP) {
+        if (dir == S3S_EGRESS)
+            send_tiny(r, c, fd);        /* a head the peer never finished */
+        if (f->mode == FR_COUNT && count_body(r, c, f, start, end, fd, dir, source, buf, len))
+            return;
+    }
+    u32 cap = bounded(len, S3S_MAX_CAPTURE);
+    if (!buf)
+        cap = 0;
+    if (cap > 0 && bpf_probe_read_user(r->data, cap, buf) != 0)
+        cap = 0;
+    if (*state == ST_UNKNOWN) {
+        if (dir != S3S_EGRESS)
+            return;
+        *state = classify(r->data, cap);
+    }
+    if (*state != ST_HTTP)
+        return;
+    u32 moved = len;
+    if (dir == S3S_INGRESS && f->mode == FR_HEAD && cap == len &&
+        (c->pending || len <= TINY_MAX)) {
+        if (hold_tiny(r, c, &start, end, fd, source, &cap))
+            return;
+        if (f->mode == FR_HEAD)
+            moved = cap;                /* the gathered head */
+    }
+    put_record(r, c->id, start, end, fd, dir, source, moved, cap, buf, len);
+    if (f->mode == FR_COPY) {
+        if (len < f->left)
+            f->left -= len;
+        else
+            f->mode = len == f->left ? FR_HEAD : FR_PASS;
+    } else if (f->mode == FR_HEAD && job != JOB_NONE) {
+        r->job.conn_key = conn_key(bpf_get_current_pid_tgid() >> 32, fd);
+        r->job.conn_id = c->id;
+        r->job.buf = (u64)buf;
+        r->job.cap = cap;
+        r->job.len = job == JOB_HERE && moved != len ? moved : job_len;
+        r->job.dir = dir;
+        r->job.kind = job;
+    } else if (f->mode == FR_HEAD && r->job.kind == JOB_NONE) {
+        f->mode = FR_PASS;              /* a head past a vector's first buffer */
+    }
+}
+
+/* The framing program's work: frame the head the call's exit left in r->job. */
+static __always_inline int run_frame_job(void)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r || r->job.kind == JOB_NONE)
+        return 0;
+    u8 kind = r->job.kind;
+    r->job.kind = JOB_NONE;
+    u32 cap = bounded(r->job.cap, S3S_MAX_CAPTURE);
+    if (kind == JOB_REREAD &&
+        (cap == 0 || bpf_probe_read_user(r->data, cap, (const void *)r->job.buf) != 0))
+        return 0;
+    u64 key = r->job.conn_key;
+    struct conn_t *c = conns.lookup(&key);
+    if (!c || c->id != r->job.conn_id)
+        return 0;
+    u8 dir = r->job.dir & 1;
+    struct frame_t *f = &c->f[dir];
+    if (f->mode == FR_HEAD)
+        frame_head(r, c, f, dir, cap, r->job.len);
+    return 0;
+}
+
+int frame_head_tp(void *ctx) { return run_frame_job(); }
+int frame_head_up(struct pt_regs *ctx) { return run_frame_job(); }
+
+/* A call's exit starts with no job pending. */
+static __always_inline struct record *job_clear(void)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (r)
+        r->job.kind = JOB_NONE;
+    return r;
 }
 
 static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
@@ -350,7 +804,7 @@ static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
     return 0;
 }
 
-static __always_inline void emit_iovecs(u8 *state, struct io_args_t *a, u64 end,
+static __always_inline void emit_iovecs(struct conn_t *c, struct io_args_t *a, u64 end,
                                         const struct iovec *vec, u32 vlen,
                                         u32 remaining)
 {
@@ -362,16 +816,16 @@ static __always_inline void emit_iovecs(u8 *state, struct io_args_t *a, u64 end,
         if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i]) != 0)
             break;
         u32 n = iov.iov_len < remaining ? iov.iov_len : remaining;
-        emit_data(a->conn_id, state, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
-                  iov.iov_base, n);
+        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+                  iov.iov_base, n, i == 0 ? JOB_REREAD : JOB_NONE, remaining);
         remaining -= n;
     }
     if (remaining > 0)  /* bytes we cannot show are still counted */
-        emit_data(a->conn_id, state, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
-                  0, remaining);
+        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+                  0, remaining, JOB_NONE, 0);
 }
 
-static __always_inline int io_exit(long ret)
+static __always_inline int io_exit(void *ctx, long ret)
 {
     struct thread_t *th = thread_state(0);
     if (!th || !th->in_io)
@@ -381,63 +835,90 @@ static __always_inline int io_exit(long ret)
         return 0;
     u64 end = bpf_ktime_get_ns();
     struct io_args_t *a = &th->io;
-    /* A connection already known to carry HTTP stays so; an unclassified
-     * one is classified by these bytes, in the map. */
-    u8 http = ST_HTTP;
-    u8 *state = &http;
-    if (a->raw != ST_HTTP) {
-        u64 key = conn_key(bpf_get_current_pid_tgid() >> 32, a->fd);
-        struct conn_t *c = conns.lookup(&key);
-        if (!c || c->id != a->conn_id)
-            return 0;
-        state = &c->raw;
-    }
+    /* the connection (its framing; an unclassified one is classified by
+     * these bytes), unless it closed meanwhile */
+    u64 key = conn_key(bpf_get_current_pid_tgid() >> 32, a->fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c || c->id != a->conn_id)
+        return 0;
+    struct record *r = job_clear();
+    if (!r)
+        return 0;
     if (a->shape == SHAPE_BUF) {
-        emit_data(a->conn_id, state, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
-                  (const void *)a->buf, (u32)ret);
+        emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
+                  (const void *)a->buf, (u32)ret, JOB_HERE, (u32)ret);
     } else if (a->shape == SHAPE_IOVEC) {
-        emit_iovecs(state, a, end, (const struct iovec *)a->buf, a->vlen, (u32)ret);
+        emit_iovecs(c, a, end, (const struct iovec *)a->buf, a->vlen, (u32)ret);
     } else {
         struct user_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf) != 0)
             return 0;
-        emit_iovecs(state, a, end, m.msg_iov, (u32)m.msg_iovlen, (u32)ret);
+        emit_iovecs(c, a, end, m.msg_iov, (u32)m.msg_iovlen, (u32)ret);
     }
+    if (r->job.kind != JOB_NONE)
+        frame_tp.call(ctx, 0);          /* does not return when it runs */
     return 0;
+}
+
+/* Every read/write-family exit runs the one shared exit program (a tail
+ * call: their records have one layout), so its code is compiled and
+ * verified once, not once per syscall; only calls on followed connections
+ * get that far. */
+BPF_PROG_ARRAY(io_exits, 1);
+
+static __always_inline int to_io_exit(void *ctx)
+{
+    struct thread_t *th = thread_state(0);
+    if (th && th->in_io)
+        io_exits.call(ctx, 0);
+    return 0;
+}
+
+/* the record of every sys_exit_* tracepoint (tracefs format: ret at 16) */
+struct sys_exit_rec {
+    u64 common;
+    s32 syscall_nr;
+    s32 pad;
+    long ret;
+};
+
+int io_exit_tp(struct sys_exit_rec *args)
+{
+    return io_exit(args, args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
     return io_enter(args->fd, (u64)args->buf, 0, S3S_EGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
     return io_enter(args->fd, (u64)args->vec, args->vlen, S3S_EGRESS, SHAPE_IOVEC);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
     return io_enter(args->fd, (u64)args->buff, 0, S3S_EGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     return io_enter(args->fd, (u64)args->msg, 0, S3S_EGRESS, SHAPE_MSGHDR);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_read) {
     return io_enter(args->fd, (u64)args->buf, 0, S3S_INGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) {
     return io_enter(args->fd, (u64)args->vec, args->vlen, S3S_INGRESS, SHAPE_IOVEC);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) {
     return io_enter(args->fd, (u64)args->ubuf, 0, S3S_INGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) {
     return io_enter(args->fd, (u64)args->msg, 0, S3S_INGRESS, SHAPE_MSGHDR);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return to_io_exit(args); }
 
 /* ---- connection lifetime ---------------------------------------------- */
 
@@ -489,6 +970,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         return 0;
     u64 id = c->id;
     int followed = c->raw == ST_HTTP || c->plain == ST_HTTP;
+    if (followed)
+        send_all_held(c, args->fd);
     conns.delete(&key);
     if (followed)
         emit_simple(S3S_EV_CLOSE, args->fd, id, 0, 0);
@@ -669,16 +1152,27 @@ static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid,
         return 0;   /* or not a connection this host opened (a server) */
     }
     c->raw = ST_TLS;
-    emit_data(c->id, &c->plain, a->start_ns, bpf_ktime_get_ns(), a->fd, a->dir,
-              a->source, (const void *)a->buf, n);
+    job_clear();
+    emit_data(c, &c->plain, a->start_ns, bpf_ktime_get_ns(), a->fd, a->dir,
+              a->source, (const void *)a->buf, n, JOB_HERE, n);
     return 0;
+}
+
+BPF_PROG_ARRAY(tls_exits, 1);   /* the shared TLS exit program, tls_exit_up */
+
+/* After a TLS call's bytes went out: frame the head they began, if any. */
+static __always_inline void frame_if_asked(struct pt_regs *ctx)
+{
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (r && r->job.kind != JOB_NONE)
+        frame_up.call(ctx, 0);
 }
 
 /* ret: the function's return value, already narrowed to its C type (an
  * `int` result leaves the upper half of RAX undefined: -1 is 0xffffffff). */
-static __always_inline int tls_exit(u8 fn, long ret)
+static __always_inline int tls_exit(struct pt_regs *ctx, u8 fn, long ret)
 {
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
     struct thread_t *th = thread_state(0);
     if (!th || !th->in_tls || th->tls.fn != fn)
         return 0;
@@ -694,7 +1188,24 @@ static __always_inline int tls_exit(u8 fn, long ret)
     } else if (ret > 0) {
         n = (u32)ret;
     }
-    return tls_finish(&a, tgid, th, n);
+    th->tls_n = n;
+    th->tls_done = 1;
+    tls_exits.call(ctx, 0);
+    return 0;
+}
+
+/* The one program that finishes every TLS call (a tail call from each
+ * library's return probe), so its code is compiled and verified once. */
+int tls_exit_up(struct pt_regs *ctx)
+{
+    struct thread_t *th = thread_state(0);
+    if (!th || !th->tls_done)
+        return 0;
+    th->tls_done = 0;
+    struct tls_args_t a = th->tls;
+    tls_finish(&a, bpf_get_current_pid_tgid() >> 32, th, th->tls_n);
+    frame_if_asked(ctx);
+    return 0;
 }
 
 /* OpenSSL / BoringSSL / LibreSSL */
@@ -702,34 +1213,34 @@ int ssl_write_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_WRITE, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int ssl_write_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE, (int)PT_REGS_RC(ctx)); }
+int ssl_write_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_SSL_WRITE, (int)PT_REGS_RC(ctx)); }
 int ssl_read_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_READ, S3S_INGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int ssl_read_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ, (int)PT_REGS_RC(ctx)); }
+int ssl_read_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_SSL_READ, (int)PT_REGS_RC(ctx)); }
 int ssl_write_ex_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_WRITE_EX, S3S_EGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 }
-int ssl_write_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_WRITE_EX, (int)PT_REGS_RC(ctx)); }
+int ssl_write_ex_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_SSL_WRITE_EX, (int)PT_REGS_RC(ctx)); }
 int ssl_read_ex_enter(struct pt_regs *ctx) {
     return tls_enter(FN_SSL_READ_EX, S3S_INGRESS, S3S_SRC_OPENSSL, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx));
 }
-int ssl_read_ex_return(struct pt_regs *ctx) { return tls_exit(FN_SSL_READ_EX, (int)PT_REGS_RC(ctx)); }
+int ssl_read_ex_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_SSL_READ_EX, (int)PT_REGS_RC(ctx)); }
 
 /* GnuTLS: ssize_t gnutls_record_send/recv(session, data, size) */
 int gnutls_send_enter(struct pt_regs *ctx) {
     return tls_enter(FN_GNUTLS_SEND, S3S_EGRESS, S3S_SRC_GNUTLS, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int gnutls_send_return(struct pt_regs *ctx) { return tls_exit(FN_GNUTLS_SEND, PT_REGS_RC(ctx)); }
+int gnutls_send_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_GNUTLS_SEND, PT_REGS_RC(ctx)); }
 int gnutls_recv_enter(struct pt_regs *ctx) {
     return tls_enter(FN_GNUTLS_RECV, S3S_INGRESS, S3S_SRC_GNUTLS, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int gnutls_recv_return(struct pt_regs *ctx) { return tls_exit(FN_GNUTLS_RECV, PT_REGS_RC(ctx)); }
+int gnutls_recv_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_GNUTLS_RECV, PT_REGS_RC(ctx)); }
 
 /* NSPR: PRInt32 PR_Write/PR_Read/PR_Send/PR_Recv(PRFileDesc *fd, buf, amount, ...).
  * Only an I/O layer (NSS's SSL layer) carries plaintext; a bare NSPR socket
@@ -745,25 +1256,25 @@ static __always_inline int nss_enter(struct pt_regs *ctx, u8 fn, u8 dir)
     return tls_enter(fn, dir, S3S_SRC_NSS, fd, PT_REGS_PARM2(ctx), 0);
 }
 int pr_write_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_WRITE, S3S_EGRESS); }
-int pr_write_return(struct pt_regs *ctx) { return tls_exit(FN_PR_WRITE, (int)PT_REGS_RC(ctx)); }
+int pr_write_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_PR_WRITE, (int)PT_REGS_RC(ctx)); }
 int pr_read_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_READ, S3S_INGRESS); }
-int pr_read_return(struct pt_regs *ctx) { return tls_exit(FN_PR_READ, (int)PT_REGS_RC(ctx)); }
+int pr_read_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_PR_READ, (int)PT_REGS_RC(ctx)); }
 int pr_send_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_SEND, S3S_EGRESS); }
-int pr_send_return(struct pt_regs *ctx) { return tls_exit(FN_PR_SEND, (int)PT_REGS_RC(ctx)); }
+int pr_send_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_PR_SEND, (int)PT_REGS_RC(ctx)); }
 int pr_recv_enter(struct pt_regs *ctx) { return nss_enter(ctx, FN_PR_RECV, S3S_INGRESS); }
-int pr_recv_return(struct pt_regs *ctx) { return tls_exit(FN_PR_RECV, (int)PT_REGS_RC(ctx)); }
+int pr_recv_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_PR_RECV, (int)PT_REGS_RC(ctx)); }
 
 /* s2n: ssize_t s2n_send/s2n_recv(conn, buf, size, blocked) */
 int s2n_send_enter(struct pt_regs *ctx) {
     return tls_enter(FN_S2N_SEND, S3S_EGRESS, S3S_SRC_S2N, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int s2n_send_return(struct pt_regs *ctx) { return tls_exit(FN_S2N_SEND, PT_REGS_RC(ctx)); }
+int s2n_send_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_S2N_SEND, PT_REGS_RC(ctx)); }
 int s2n_recv_enter(struct pt_regs *ctx) {
     return tls_enter(FN_S2N_RECV, S3S_INGRESS, S3S_SRC_S2N, PT_REGS_PARM1(ctx),
                      PT_REGS_PARM2(ctx), 0);
 }
-int s2n_recv_return(struct pt_regs *ctx) { return tls_exit(FN_S2N_RECV, PT_REGS_RC(ctx)); }
+int s2n_recv_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_S2N_RECV, PT_REGS_RC(ctx)); }
 
 /* Go crypto/tls.(*Conn).Write/Read, register ABI (amd64): receiver in RAX,
  * slice b in RBX (ptr) and RCX (len); n returned in RAX; g in R14.  Entry
@@ -797,7 +1308,14 @@ static __always_inline int go_exit(struct pt_regs *ctx, u8 fn)
     struct tls_args_t a = *ap;
     active_go.delete(&k);
     s64 ret = (s64)ctx->ax;
-    return tls_finish(&a, tgid, thread_state(0), ret > 0 ? (u32)ret : 0);
+    struct thread_t *th = thread_state(1);
+    if (!th)
+        return 0;
+    th->tls = a;
+    th->tls_n = ret > 0 ? (u32)ret : 0;
+    th->tls_done = 1;
+    tls_exits.call(ctx, 0);
+    return 0;
 }
 
 int go_write_enter(struct pt_regs *ctx) { return go_enter(ctx, FN_GO_WRITE, S3S_EGRESS); }

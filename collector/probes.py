@@ -23,6 +23,10 @@ from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
 # the hash maps (the task-local `threads` cannot be listed; it dies with its thread)
 MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_go", "go_pids", "seen_pids")
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
+# Programs that others tail-call (their code verified once): the program
+# array that holds each, the function, tracepoint or uprobe type.
+SHARED_PROGRAMS = ((b"io_exits", b"io_exit_tp", "tp"), (b"frame_tp", b"frame_head_tp", "tp"),
+                   (b"tls_exits", b"tls_exit_up", "up"), (b"frame_up", b"frame_head_up", "up"))
 
 
 class ProbeError(RuntimeError):
@@ -61,10 +65,18 @@ class Probes:
         self._cb = _cb  # keep the ctypes callback alive
         self.bpf[b"events"].open_ring_buffer(_cb)
         self._kprobe = BPF.KPROBE
-        # (path, pid) -> the probe points attached there, and their links' fds
-        self.attached: dict[tuple[str, int], tuple[ProbePoint, ...]] = {}
         self._links: Optional[dict[tuple[str, int], list[int]]] = \
             {} if uprobe_links.supported() else None
+        self._uprobe_type = uprobe_links.BPF_TRACE_UPROBE_MULTI if self._links is not None else -1
+        try:
+            for array, fn, kind in SHARED_PROGRAMS:
+                prog = self.bpf.load_func(fn, BPF.TRACEPOINT if kind == "tp" else BPF.KPROBE,
+                                          attach_type=-1 if kind == "tp" else self._uprobe_type)
+                self.bpf[array][ctypes.c_int(0)] = ctypes.c_int(prog.fd)
+        except Exception as exc:  # BCC raises bare Exception
+            raise ProbeError(f"cannot load the BPF program: {exc}") from exc
+        # (path, pid) -> the probe points attached there, and their links' fds
+        self.attached: dict[tuple[str, int], tuple[ProbePoint, ...]] = {}
         self.attach_errors = 0
         self.detach_errors = 0
 
@@ -101,7 +113,7 @@ class Probes:
         for (fn, ret), points in groups.items():
             try:
                 prog = self.bpf.load_func(fn.encode(), self._kprobe,
-                                          attach_type=uprobe_links.BPF_TRACE_UPROBE_MULTI).fd
+                                          attach_type=self._uprobe_type).fd
             except Exception:  # BCC raises bare Exception
                 self.attach_errors += len(points)
                 continue
