@@ -177,10 +177,10 @@ class Workload:
             raise BenchError("the bench S3 server did not start")
         return line[1]
 
-    def run(self, case: Case, max_requests: int = 0) -> dict:
+    def run(self, case: Case, max_requests: int = 0, minimal: bool = False) -> dict:
         url = f"https://127.0.0.1:{self.https}" if case.tls else f"http://127.0.0.1:{self.http}"
         cmd = {"url": url, "ca": self.cert if case.tls else None, "op": case.op,
-               "size": case.size, "seconds": case.seconds}
+               "size": case.size, "seconds": case.seconds, "minimal": minimal}
         if max_requests:
             cmd["max_requests"] = max_requests
         self.client.stdin.write(json.dumps(cmd) + "\n")

@@ -7,6 +7,9 @@ ready), does one warm-up request, then repeats one operation for a fixed time:
 
     {"url": "...", "ca": "...", "op": "get"|"put", "size": 4096, "seconds": 3}
     -> {"requests": N, "seconds": S, "bytes": B}
+
+With "minimal": true, a GET is made with http.client instead (no SDK: the
+least a client does per request, so the tracer's share of it is the largest).
 """
 from __future__ import annotations
 
@@ -36,10 +39,34 @@ def client(url: str, ca: str | None):
                                       retries={"max_attempts": 1}))
 
 
+class Minimal:
+    """GETs through http.client on one keep-alive connection."""
+
+    def __init__(self, url: str, ca: str | None):
+        import http.client
+        import ssl
+        host, port = url.split("//")[1].rsplit(":", 1)
+        if url.startswith("https"):
+            ctx = ssl.create_default_context(cafile=ca)
+            self.conn = http.client.HTTPSConnection(host, int(port), context=ctx)
+        else:
+            self.conn = http.client.HTTPConnection(host, int(port))
+
+    def get(self, path: str) -> int:
+        self.conn.request("GET", path)
+        return len(self.conn.getresponse().read())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def run(cmd: dict) -> dict:
-    s3 = client(cmd["url"], cmd.get("ca"))
     size = int(cmd["size"])
     key = f"obj-{size}"
+    if cmd.get("minimal"):
+        s3 = Minimal(cmd["url"], cmd.get("ca"))
+        return _loop(cmd, lambda: s3.get(f"/{BUCKET}/{key}"), s3.close)
+    s3 = client(cmd["url"], cmd.get("ca"))
     body = bytes(size)
 
     def once() -> int:
@@ -54,6 +81,10 @@ def run(cmd: dict) -> dict:
                 return n
             n += len(chunk)
 
+    return _loop(cmd, once, s3.close)
+
+
+def _loop(cmd: dict, once, close) -> dict:
     once()                                      # connect, handshake: not timed
     n = nbytes = 0
     t0 = time.perf_counter()
@@ -65,7 +96,7 @@ def run(cmd: dict) -> dict:
         if time.perf_counter() >= deadline:
             break
     dt = time.perf_counter() - t0
-    s3.close()
+    close()
     return {"requests": n, "seconds": dt, "bytes": nbytes}
 
 
