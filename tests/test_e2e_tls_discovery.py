@@ -3,6 +3,8 @@ inside node, s2n inside the AWS CRT extension, Go crypto/tls in stripped
 binaries, and the x86 entry-probe mover."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from s3slower.collector import x86entry
 from s3slower.collector.libraries import LibraryFinder
 
 VENV_BIN = Path(sys.executable).parent
+# node as set-up installs it (Debian's, or one from elsewhere on PATH)
+NODE = os.path.realpath(shutil.which("node") or "/usr/bin/node")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def test_system_libraries_by_name(finder):
 
 
 def test_openssl_inside_node(finder):
-    lib = finder.for_file("/usr/bin/node")
+    lib = finder.for_file(NODE)
     assert lib and lib.family == "openssl"
     assert {p.fn for p in lib.points} >= {"ssl_write_enter", "ssl_read_return"}
 
@@ -57,14 +61,14 @@ def test_x86_mover():
     assert not x86entry.needs_moving(b"\x55\x48\x89\xe5")
 
 
-@pytest.mark.parametrize("path", ["/usr/bin/node", "rclone"])
+@pytest.mark.parametrize("path", ["node", "rclone"])
 def test_points_carry_the_file_offsets_the_kernel_probes(finder, path):
     """The same instruction bytes at each point's address and its offset (Go's
     executable is at a fixed address, so the two differ by the load base)."""
     from elftools.elf.elffile import ELFFile
 
     from s3slower.collector.libraries import _code_at
-    path = path if path.startswith("/") else str(VENV_BIN / path)
+    path = NODE if path == "node" else str(VENV_BIN / path)
     lib = finder.for_file(path)
     assert lib and lib.points
     with open(path, "rb") as f:

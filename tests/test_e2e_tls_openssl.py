@@ -1,17 +1,19 @@
 """OpenSSL end to end, as root, against moto over HTTPS: dynamically linked
 (`SSL_write_ex`/`SSL_read_ex` through Python's _ssl, plain `SSL_write`/
 `SSL_read` through curl) and compiled into the executable (node, whose
-OpenSSL exports its symbols from /usr/bin/node and feeds TLS from memory
+OpenSSL exports its symbols from the node executable and feeds TLS from memory
 buffers, so its socket is learnt from the ciphertext read just before).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
-from tls_fixtures import (BODY_SIZE, CLIENTS, bucket_name, check_sequence, node_env,
-                          python_client, run_json, sequence, timed_process, with_timings)
+from tls_fixtures import (BODY_SIZE, CLIENTS, bucket_name, check_sequence, need_tool,
+                          node_env, python_client, run_json, sequence, timed_process,
+                          with_timings)
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +60,8 @@ def test_openssl_dynamic_plain_functions_curl(tracer, moto_https, tmp_path):
 
 
 def test_openssl_inside_the_executable_node(tracer, moto_https):
-    assert imports("/usr/bin/node", "SSL_write") or pytest.fail("this node has no OpenSSL symbols")
+    node = os.path.realpath(need_tool("node"))
+    assert imports(node, "SSL_write") or pytest.fail(f"{node} has no OpenSSL symbols")
     bucket = bucket_name("ossl-node")
     out = run_json(["node", str(CLIENTS / "node_s3_ops.mjs"), moto_https.url, bucket,
                     str(BODY_SIZE)], env=node_env(moto_https))
