@@ -17,9 +17,8 @@ import os
 
 from bench.harness import S3SLOWER, WORK, Figure, Proc, log
 from bench.overhead import Case, Workload
-from s3slower.common import protocol, recording
-from s3slower.common.events import Kind, decode_event
-from s3slower.common.protocol import MsgKind
+from s3slower.common import recording
+from s3slower.common.events import Kind
 
 RECORDS_TARGET = 4
 BEYOND_HEADS_TARGET = 2048
@@ -31,14 +30,8 @@ HEAD_STARTS = (b"HTTP/1.", b"GET ", b"PUT ", b"HEAD ", b"POST ", b"DELETE ")
 
 def shipped(path, pid: int) -> list:
     """The data records of pid in a recording."""
-    out = []
     with open(path, "rb") as f:
-        for frame in recording.read_frames(f):
-            msg = protocol.decode(frame)
-            if msg.kind is MsgKind.EVENTS:
-                out += [ev for ev in map(decode_event, msg.body["events"])
-                        if ev.pid == pid and ev.kind == Kind.DATA]
-    return out
+        return [ev for ev in recording.events(f) if ev.pid == pid and ev.kind == Kind.DATA]
 
 
 def measure(w: Workload, op: str, size: int, tls: bool, requests: int) -> dict:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO, Iterator
 
+from s3slower.common import protocol
+from s3slower.common.events import Event, decode_event
+
 MAGIC = b"S3SREC1\n"
 _LEN = struct.Struct("<I")
 
@@ -36,3 +39,11 @@ def read_frames(f: BinaryIO) -> Iterator[bytes]:
         if len(body) < n:
             raise RecordingError("recording ends inside a message")
         yield body
+
+
+def events(f: BinaryIO) -> Iterator[Event]:
+    """Every ring-buffer record a recording holds, decoded, in published order."""
+    for message in read_frames(f):
+        msg = protocol.decode(message)
+        if msg.kind is protocol.MsgKind.EVENTS:
+            yield from map(decode_event, msg.body["events"])

@@ -8,12 +8,15 @@ timeout; nothing sleeps to make time pass.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +50,18 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     """... and so does a whole module skipped as it is collected."""
     _skip_is_failure((yield).get_result())
+
+
+@contextlib.contextmanager
+def readable_dir(prefix: str):
+    """A directory the unprivileged aggregator can reach too (pytest's
+    tmp_path lies under a root-only directory); removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
 
 
 def free_port() -> int:

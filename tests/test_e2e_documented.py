@@ -10,18 +10,16 @@ client, the tracer of another --mode that saw the very same requests).
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
 
-from conftest import Tracer, free_port, need_root_bpf, wait_until
+from conftest import Tracer, free_port, need_root_bpf, readable_dir, wait_until
 from fleet import S3SLOWER, GatedClient, Proc, aggregator, collector
 from tls_fixtures import (bucket_name, client_env, need_tool, presigner, python_client,
                           run_json, timed_process)
@@ -103,12 +101,8 @@ def tail(path: Path, nbytes: int = 16384) -> str:
 def shared_dir():
     """A directory the unprivileged aggregator can reach (pytest's tmp_path
     lies under a root-only directory)."""
-    d = Path(tempfile.mkdtemp(prefix="s3slower-doc-"))
-    d.chmod(0o755)
-    try:
+    with readable_dir("s3slower-doc-") as d:
         yield d
-    finally:
-        shutil.rmtree(d)
 
 
 # ---------------------------------------------------------------------------

@@ -21,9 +21,8 @@ import pytest
 
 from conftest import S3_ENV, need_root_bpf, wait_until
 from fleet import aggregator, collector
-from s3slower.common import protocol, recording
-from s3slower.common.events import Kind, decode_event
-from s3slower.common.protocol import MsgKind
+from s3slower.common import recording
+from s3slower.common.events import Kind
 
 pytestmark = pytest.mark.e2e
 
@@ -91,13 +90,8 @@ def test_a_body_of_any_size_costs_one_record(scheme, moto_http, moto_https, tmp_
     assert all(r["complete"] and r["status_code"] < 300 for r in live.records()
                if r["pid"] == pid)
 
-    data = []
     with open(rec, "rb") as f:
-        for frame in recording.read_frames(f):
-            msg = protocol.decode(frame)
-            if msg.kind is MsgKind.EVENTS:
-                data += [ev for ev in map(decode_event, msg.body["events"])
-                         if ev.pid == pid and ev.kind == Kind.DATA]
+        data = [ev for ev in recording.events(f) if ev.pid == pid and ev.kind == Kind.DATA]
     exchanges = _exchanges(data)
     assert len(exchanges) == len(made)
     assert sum(ev.length for ev in data) >= 2 * sum(SIZES)     # every body byte counted

@@ -11,17 +11,15 @@ printed (an unanswered request: incomplete, so --min-latency lets it through).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import Tracer, need_root_bpf, wait_until
+from conftest import Tracer, need_root_bpf, readable_dir, wait_until
 from s3slower.reload import _stamp
 from tls_fixtures import marker_arrives
 
@@ -32,12 +30,8 @@ pytestmark = pytest.mark.e2e
 def conf_dir():
     """Where the unprivileged aggregator child can read the files too (pytest's
     tmp_path is under a root-only directory)."""
-    d = Path(tempfile.mkdtemp(prefix="s3slower-reload-"))
-    d.chmod(0o755)
-    try:
+    with readable_dir("s3slower-reload-") as d:
         yield d
-    finally:
-        shutil.rmtree(d)
 
 
 def curl(server) -> int:
