@@ -1,1 +1,1 @@
-"""The unprivileged half: decode ▸ streams ▸ http1 ▸ s3 ▸ correlate ▸ outputs."""
+"""The unprivileged half: decode ▸ http1 ▸ correlate (s3ops) ▸ outputs (docs/architecture.md)."""

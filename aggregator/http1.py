@@ -1,61 +1,55 @@
-"""Sans-I/O HTTP/1.1 parser for *observed* traffic, one direction of one connection.
+"""Sans-I/O HTTP/1.1 parser for *observed* traffic: both directions of one connection.
 
-It is fed `Chunk`s — the bytes one read/write call moved, of which only the
-first `len(data)` are visible (the kernel captures a bounded prefix; the rest
-is counted, not shown) — and returns events as values:
+`Parser.feed(egress, chunk, answering)` is fed `Chunk`s — the bytes one
+read/write call moved, of which only the first `len(data)` are visible (the
+kernel captures a bounded prefix; the rest is counted, not shown) — and
+returns events as values, in the order they happened:
 
-    Head(...)  a request line or status line with its headers (final messages only:
-               interim 1xx responses are consumed here)
-    End(...)   the message whose Head came before is over (body bytes counted);
-               complete=False when it was cut short by a gap or a bad frame
-    Lost(...)  a message whose start line was seen but whose head was not
-               (lost in a gap, malformed, or too large): no Head was returned
+    Head(...)      a request line or status line with its headers (final messages
+                   only: interim 1xx responses are consumed here)
+    End(...)       the message whose Head came before is over (body bytes counted);
+                   complete=False when it was cut short by a gap or a bad frame
+    Lost(...)      a message whose start line was seen but whose head was not
+                   (lost in a gap, malformed, or too large): no Head was returned
+    Progress(...)  body bytes counted so far in a message still in progress (the
+                   last event of a call that leaves a body unfinished)
+
+Each event says its direction (`is_request`).  The one thing the parser
+cannot see is which request a response answers (that is stitching):
+`answering` is the method of the request awaiting its response, "" if none.
+From it follow the two rules that need it: a response to HEAD has no body, and
+a final response to a request sent with `Expect: 100-continue` whose body has
+not started means the body will not be sent (that request ends with no End:
+it sent no body; the next request starts anew).  The rules between the two
+directions are the parser's: S3 clients do not pipeline, so a request head
+ends the response in progress (cut short), and once a response ends the
+client's next bytes may start a request.
 
 Invariants:
   * Split-invariance: feeding the same bytes in any split into calls (each piece
-    carrying its call's time stamps) returns the same events.  Nothing depends
-    on where a call boundary falls: start lines, head ends, chunk-size lines and
-    the chunked terminator are all found across boundaries.
+    carrying its call's time stamps) returns the same Head, End and Lost events
+    (Progress says where each call left a body).  Nothing depends on where a
+    call boundary falls: start lines, head ends, chunk-size lines and the
+    chunked terminator are all found across boundaries.
   * Traffic may start mid-message and may have gaps: the parser looks for the
     next message start (SEEKING) rather than rejecting.  A start is only looked
     for where one can be — the stream's first byte, right after a message, right
     after a gap, or right after a line feed — so body bytes are never parsed as
     heads.  Every skipped byte is counted in `skipped_bytes`, every framing loss
-    in `gaps`, every malformed frame in `invalid`.
+    in `gaps`, every malformed frame in `invalid` (`statistics()`).
   * Bounded: at most MAX_HEAD_BYTES of a head (plus one call's captured prefix),
-    MAX_START_LINE of a candidate start line, MAX_CHUNK_LINE of a chunk-size
-    line, ERROR_BODY_KEEP bytes of an error body; bodies are counted, not stored.
+    MAX_START_LINE of a candidate start line (heads.py); the body's bounds are
+    framing.py's.  Bodies are counted, not stored.
   * No exception escapes feed()/close(); malformed input becomes counted state.
 """
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
-# A head larger than this is not S3 (AWS caps request headers at 8 KiB; h11's
-# default limit is 16 KiB): treat it as garbage and resynchronise.
-MAX_HEAD_BYTES = 32 * 1024
-# A request line: method, target, version.  S3 keys are up to 1 KiB (3 KiB
-# percent-encoded) and a presigned query adds ~1.5 KiB; 16 KiB leaves room
-# and bounds what a candidate start line may hold while it waits for its end.
-MAX_START_LINE = 16 * 1024
-# Enough of an error body to find the S3 XML <Code> element.
-ERROR_BODY_KEEP = 2048
-# A chunk-size line with extensions (aws-chunked signatures are ~90 bytes).
-MAX_CHUNK_LINE = 1024
-
-_REQUEST_START = re.compile(
-    rb"(?:GET|PUT|POST|HEAD|DELETE|OPTIONS|PATCH) [!-~]+ HTTP/1\.[01]\r\n")
-_METHODS = (b"GET ", b"PUT ", b"POST ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ")
-_RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9][ \r]")
-_RESPONSE_START_LEN = 13
-_RESPONSE_PREFIX = re.compile(rb"H(?:T(?:T(?:P(?:/(?:1(?:\.(?:[01](?: (?:[1-5][0-9]{0,2})?)?)?)?)?)?)?)?)?\Z")
-_DIGITS = re.compile(r"[0-9]{1,19}\Z")
-# End of a chunked body seen without its framing (blind): last CRLF of the
-# last data chunk, the zero-size chunk, the empty trailer line.
-_BLIND_END = b"\r\n0\r\n\r\n"
+from s3slower.aggregator.framing import BAD, CLOSE, DONE, MORE, Body, body_framing
+from s3slower.aggregator.heads import (MAX_HEAD_BYTES, MAYBE, RESPONSE_START_LEN, YES, Head,
+                                       parse_head, start_line_at)
 
 
 @dataclass(slots=True)
@@ -70,19 +64,8 @@ class Chunk:
 
 # slots, not frozen (cheaper to build on the per-message path); never mutated.
 @dataclass(slots=True)
-class Head:
-    is_request: bool
-    method: str           # requests
-    target: str           # requests
-    status: int           # responses
-    headers: dict[str, str]
-    start_ns: int         # entry of the call carrying the first byte
-    first_byte_end_ns: int  # return of that call
-    source: int
-
-
-@dataclass(slots=True)
 class End:
+    is_request: bool
     end_ns: int           # return of the call carrying the last byte
     body_bytes: int
     body_prefix: bytes    # kept only for error responses (<= ERROR_BODY_KEEP)
@@ -91,81 +74,99 @@ class End:
 
 @dataclass(slots=True)
 class Lost:
+    is_request: bool
     end_ns: int           # return of the call where the loss was noticed
 
 
-ParseEvent = Union[Head, End, Lost]
+@dataclass(slots=True)
+class Progress:
+    is_request: bool
+    body_bytes: int       # of the message in progress, so far
 
 
-class State(enum.Enum):
-    SEEKING = "seeking"
-    HEAD = "head"
-    BODY_LENGTH = "body-length"
-    CHUNK_SIZE = "chunk-size"
-    CHUNK_DATA = "chunk-data"
-    CHUNK_CRLF = "chunk-crlf"
-    CHUNK_TRAILER = "chunk-trailer"
-    CHUNKED_BLIND = "chunked-blind"   # chunk framing lost: watch for the terminator
-    BODY_CLOSE = "body-close"
+ParseEvent = Union[Head, End, Lost, Progress]
 
 
-_BODY_STATES = frozenset({State.BODY_LENGTH, State.CHUNK_SIZE, State.CHUNK_DATA,
-                          State.CHUNK_CRLF, State.CHUNK_TRAILER, State.CHUNKED_BLIND,
-                          State.BODY_CLOSE})
+@dataclass(frozen=True, slots=True)
+class ParserStats:
+    skipped_bytes: int    # bytes that belonged to no message seen
+    gaps: int             # messages or parts of messages lost to framing loss
+    invalid: int          # malformed heads, lengths and chunk lines
+
+
+# Where a stream stands: looking for a message start, inside a head, inside a body.
+SEEKING, IN_HEAD, IN_BODY = range(3)
 
 
 class MessageStream:
     """One direction of one connection.
 
-    For responses, `request_method` returns the method of the request the
-    next response answers (HEAD responses have no body).
-    """
+    `heads` and `ends` count the final heads and the Ends and Losts returned;
+    `answered` says the last feed's first final head came before any Lost
+    while a request awaited its answer.  The Parser's rules read them."""
 
-    def __init__(self, is_request: bool,
-                 request_method: Optional[Callable[[], str]] = None):
+    def __init__(self, is_request: bool):
         self.is_request = is_request
-        self._request_method = request_method or (lambda: "")
-        self.state = State.SEEKING
+        self.state = SEEKING
         self._at_boundary = True          # the next byte may start a message
         self._carry = bytearray()         # a candidate start line awaiting its end
         self._carry_stamp = (0, 0, 0)
         self._head = bytearray()
         self._head_start = (0, 0, 0)
-        self._remaining = 0
-        self._line = bytearray()
-        self._window = b""                # last bytes seen in CHUNKED_BLIND
-        self._body = 0
-        self._keep = False
-        self._prefix = bytearray()
+        self._body = Body()
+        self._message: Optional[Head] = None  # the head of the message in progress
         self._last_end = 0
+        self._awaiting = ""               # during feed(): the request not yet answered
+        self.heads = 0
+        self.ends = 0
+        self.answered = False
         self.skipped_bytes = 0
         self.gaps = 0
         self.invalid = 0
 
-    # -- public ------------------------------------------------------------
-    def feed(self, chunk: Chunk) -> list[ParseEvent]:
+    # -- input -------------------------------------------------------------
+    def feed(self, chunk: Chunk, answering: str = "") -> list[ParseEvent]:
+        """`answering`: for responses, the method of the request they answer."""
         out: list[ParseEvent] = []
+        self._awaiting = answering
+        self.answered = False
         data = chunk.data
         i = 0
         while i < len(data):
-            i = self._step(data, i, chunk, out)
+            st = self.state
+            if st == IN_BODY:
+                i, outcome = self._body.feed(data, i)
+                if outcome == DONE:
+                    out.append(self._finish(chunk.end_ns))
+                elif outcome == BAD:                # bad framing: end it, cut short
+                    self.invalid += 1
+                    self.gaps += 1
+                    out.append(self._finish(chunk.end_ns, complete=False))
+                    self._at_boundary = False
+            elif st == SEEKING:
+                i = self._seek(data, i, chunk)
+            else:
+                i = self._read_head(data, i, chunk, answering, out)
         hidden = chunk.length - len(data)
         if hidden > 0:
             self._hidden(hidden, chunk, out)
         self._last_end = chunk.end_ns
+        if self.state == IN_BODY and self._body.count:
+            out.append(Progress(self.is_request, self._body.count))
         return out
 
     def close(self) -> list[ParseEvent]:
         """The connection closed: a close-delimited body ends here."""
-        if self.state is State.BODY_CLOSE:
-            return [self._finish(self._last_end)]
-        if self.state is State.HEAD:
-            self.gaps += 1
-            self._resync(invalid=False)
-            return [Lost(self._last_end)]
-        if self.state is not State.SEEKING:
+        if self.state == IN_BODY:
+            if self._body.framing == CLOSE:
+                return [self._finish(self._last_end)]
             self.gaps += 1
             return [self._finish(self._last_end, complete=False)]
+        if self.state == IN_HEAD:
+            self.gaps += 1
+            self._resync(invalid=False)
+            self.ends += 1
+            return [Lost(self.is_request, self._last_end)]
         self.skipped_bytes += len(self._carry)
         self._carry.clear()
         return []
@@ -174,11 +175,12 @@ class MessageStream:
         """The peer moved on (a new request was sent): the message this stream
         is in the middle of is over, cut short; the next byte starts anew."""
         out: list[ParseEvent] = []
-        if self.state is State.HEAD:
+        if self.state == IN_HEAD:
             self.gaps += 1
             self._resync(invalid=False)
-            out.append(Lost(self._last_end))
-        elif self.state is not State.SEEKING:
+            self.ends += 1
+            out.append(Lost(self.is_request, self._last_end))
+        elif self.state == IN_BODY:
             self.gaps += 1
             out.append(self._finish(self._last_end, complete=False))
         self.skipped_bytes += len(self._carry)
@@ -189,64 +191,21 @@ class MessageStream:
     def expect_start(self) -> None:
         """The peer answered: if this stream is between messages, its next byte
         may start one (a call boundary after skipped bytes is a boundary)."""
-        if self.state is State.SEEKING:
+        if self.state == SEEKING:
             self.skipped_bytes += len(self._carry)
             self._carry.clear()
             self._at_boundary = True
 
-    def skip_body(self) -> None:
-        """The body announced by the last Head will not be sent (a final response
-        came instead of `100 Continue`): the next byte starts a new message."""
-        if self.state in _BODY_STATES and self._body == 0:
-            self._finish(self._last_end)
+    def refuse_body(self) -> None:
+        """A final response came instead of `100 Continue`: if the request in
+        progress asked for it and none of its body has gone out, none will, and
+        the next byte starts a new request.  (No End: it sent no body.)"""
+        if (self.state == IN_BODY and self._body.count == 0
+                and "100-continue" in self._message.headers.get("expect", "").lower()):
+            self.state = SEEKING
             self._at_boundary = True
 
-    @property
-    def in_message(self) -> bool:
-        return self.state is not State.SEEKING
-
-    @property
-    def body_bytes(self) -> int:
-        """Body bytes counted so far in the message in progress."""
-        return self._body
-
-    # -- the state machine -------------------------------------------------
-    def _step(self, data: bytes, i: int, chunk: Chunk, out: list) -> int:
-        st = self.state
-        if st is State.SEEKING:
-            return self._seek(data, i, chunk)
-        if st is State.HEAD:
-            return self._read_head(data, i, chunk, out)
-        if st is State.BODY_LENGTH:
-            n = min(self._remaining, len(data) - i)
-            self._take_body(data, i, n)
-            self._remaining -= n
-            if self._remaining == 0:
-                out.append(self._finish(chunk.end_ns))
-            return i + n
-        if st is State.BODY_CLOSE:
-            self._take_body(data, i, len(data) - i)
-            return len(data)
-        if st is State.CHUNKED_BLIND:
-            return self._blind(data, i, chunk, out)
-        return self._chunked(data, i, chunk, out)
-
     # -- finding a message start ---------------------------------------------
-    def _check(self, buf: bytes, p: int) -> int:
-        """1: a start line begins at p; 0: it may, more bytes needed; -1: it does not."""
-        if self.is_request:
-            e = buf.find(b"\n", p)
-            if e < 0:
-                n = min(len(buf) - p, 8)
-                head = buf[p:p + n]
-                ok = any(m[:n] == head if n <= len(m) else head.startswith(m)
-                         for m in _METHODS)
-                return 0 if ok and len(buf) - p <= MAX_START_LINE else -1
-            return 1 if _REQUEST_START.fullmatch(buf, p, e + 1) else -1
-        if len(buf) - p >= _RESPONSE_START_LEN:
-            return 1 if _RESPONSE_START.match(buf, p) else -1
-        return 0 if _RESPONSE_PREFIX.match(buf, p) else -1
-
     def _seek(self, data: bytes, i: int, chunk: Chunk) -> int:
         if self._carry:
             return self._grow_carry(data, chunk)
@@ -258,12 +217,12 @@ class MessageStream:
                 return len(data)
             p = nl + 1
         while p < len(data):
-            verdict = self._check(data, p)
-            if verdict == 1:
+            verdict = start_line_at(data, p, self.is_request)
+            if verdict == YES:
                 self.skipped_bytes += p - i
                 self._start_head(b"", (chunk.start_ns, chunk.end_ns, chunk.source))
                 return p
-            if verdict == 0:
+            if verdict == MAYBE:
                 self.skipped_bytes += p - i
                 self._carry += data[p:]
                 self._carry_stamp = (chunk.start_ns, chunk.end_ns, chunk.source)
@@ -283,13 +242,13 @@ class MessageStream:
             nl = data.find(b"\n")
             take = len(data) if nl < 0 else nl + 1
         else:
-            take = min(len(data), _RESPONSE_START_LEN)
-        verdict = self._check(carry + data[:take], 0)
-        if verdict == 0:
+            take = min(len(data), RESPONSE_START_LEN)
+        verdict = start_line_at(carry + data[:take], 0, self.is_request)
+        if verdict == MAYBE:
             self._carry += data[:take]
             return take
         self._carry.clear()
-        if verdict == 1:
+        if verdict == YES:
             self._start_head(carry, self._carry_stamp)
             return 0
         self.skipped_bytes += len(carry)
@@ -297,13 +256,14 @@ class MessageStream:
         return 0
 
     def _start_head(self, begun: bytes, stamp: tuple) -> None:
-        self.state = State.HEAD
+        self.state = IN_HEAD
         self._head.clear()
         self._head += begun
         self._head_start = stamp
 
     # -- heads -----------------------------------------------------------------
-    def _read_head(self, data: bytes, i: int, chunk: Chunk, out: list) -> int:
+    def _read_head(self, data: bytes, i: int, chunk: Chunk, answering: str,
+                   out: list) -> int:
         before = len(self._head)
         self._head += data[i:]
         idx = self._head.find(b"\r\n\r\n", max(0, before - 3))
@@ -312,171 +272,53 @@ class MessageStream:
                 self._lose(chunk, out)
             return len(data)
         consumed = idx + 4 - before
-        head = bytes(self._head[:idx])
+        parsed = parse_head(self._head[:idx], self.is_request, self._head_start)
         self._head.clear()
-        parsed = self._parse_head(head)
         if parsed is None:
             self._lose(chunk, out)
             self._at_boundary = True
-            return i + consumed
-        self._begin_body(parsed, chunk, out)
+        else:
+            self._begin_body(parsed, chunk, answering, out)
         return i + consumed
 
-    def _parse_head(self, head: bytes) -> Optional[Head]:
-        lines = head.decode("latin-1").split("\r\n")    # decoded once: the hot path
-        parts = lines[0].split(" ", 2)
-        headers: dict[str, str] = {}
-        for raw in lines[1:]:
-            name, sep, value = raw.partition(":")
-            if not sep or not name or name != name.strip():
-                return None
-            key = name.lower()
-            val = value.strip()
-            headers[key] = headers[key] + ", " + val if key in headers else val
-        start, first_end, source = self._head_start
-        if self.is_request:
-            if len(parts) != 3:
-                return None
-            return Head(True, parts[0], parts[1], 0, headers, start, first_end, source)
-        try:
-            status = int(parts[1])
-        except (IndexError, ValueError):
-            return None
-        return Head(False, "", "", status, headers, start, first_end, source)
-
-    def _begin_body(self, head: Head, chunk: Chunk, out: list) -> None:
-        self._body = 0
-        self._prefix.clear()
-        self._keep = not head.is_request and head.status >= 400
+    def _begin_body(self, head: Head, chunk: Chunk, answering: str, out: list) -> None:
         if not head.is_request and (100 <= head.status < 200):
-            self.state = State.SEEKING          # interim: the final response follows
+            self.state = SEEKING                # interim: the final response follows
             self._at_boundary = True
             return                              # interim heads are not messages
         out.append(head)
-        te = head.headers.get("transfer-encoding", "").lower()
-        cl = head.headers.get("content-length")
-        no_body = (not head.is_request and (
-            head.status in (204, 304) or self._request_method() == "HEAD"))
-        if no_body:
-            out.append(self._finish(chunk.end_ns))
-        elif "chunked" in te:
-            self.state = State.CHUNK_SIZE
-            self._line.clear()
-        elif cl is not None:
-            first = cl.split(",")[0].strip()
-            if _DIGITS.match(first):
-                self._remaining = int(first)
-            else:
-                self.invalid += 1
-                self._remaining = 0
-            if self._remaining == 0:
-                out.append(self._finish(chunk.end_ns))
-            else:
-                self.state = State.BODY_LENGTH
-        elif head.is_request:
-            out.append(self._finish(chunk.end_ns))   # requests without length have no body
-        else:
-            self.state = State.BODY_CLOSE
+        self.heads += 1
+        if self._awaiting:
+            self.answered = True
+            self._awaiting = ""
+        framing, length = body_framing(head, answering)
+        if framing is None:
+            if length < 0:
+                self.invalid += 1               # a Content-Length that is no number
+            self.state = SEEKING
+            self._at_boundary = True
+            self.ends += 1
+            out.append(End(self.is_request, chunk.end_ns, 0, b""))
+            return
+        self._body.start(framing, length, keep=not head.is_request and head.status >= 400)
+        self._message = head
+        self.state = IN_BODY
 
-    # -- chunked bodies ----------------------------------------------------------
-    def _chunked(self, data: bytes, i: int, chunk: Chunk, out: list) -> int:
-        st = self.state
-        if st is State.CHUNK_DATA:
-            n = min(self._remaining, len(data) - i)
-            self._take_body(data, i, n)
-            self._remaining -= n
-            if self._remaining == 0:
-                self.state = State.CHUNK_CRLF
-                self._remaining = 2
-            return i + n
-        if st is State.CHUNK_CRLF:
-            n = min(self._remaining, len(data) - i)
-            self._remaining -= n
-            if self._remaining == 0:
-                self.state = State.CHUNK_SIZE
-            return i + n
-        # CHUNK_SIZE or CHUNK_TRAILER: line oriented
-        nl = data.find(b"\n", i)
-        end = len(data) if nl < 0 else nl + 1
-        self._line += data[i:end]
-        if nl < 0:
-            if len(self._line) > MAX_CHUNK_LINE:
-                self._abandon(chunk, out)
-            return end
-        line = bytes(self._line).strip()
-        self._line.clear()
-        if st is State.CHUNK_TRAILER:
-            if not line:
-                out.append(self._finish(chunk.end_ns))
-            return end
-        size_field = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_field, 16) if size_field.isalnum() else -1
-        except ValueError:
-            size = -1
-        if size < 0:
-            self._abandon(chunk, out)
-            return end
-        if size == 0:
-            self.state = State.CHUNK_TRAILER
-        else:
-            self.state = State.CHUNK_DATA
-            self._remaining = size
-        return end
-
-    def _blind(self, data: bytes, i: int, chunk: Chunk, out: list) -> int:
-        seen = self._window + data[i:]
-        at = seen.find(_BLIND_END)
-        if at < 0:
-            self._body += len(data) - i
-            self._window = seen[-(len(_BLIND_END) - 1):]
-            return len(data)
-        stop = at + len(_BLIND_END) - len(self._window)     # index past the end, in data[i:]
-        self._body += max(0, at - len(self._window))
-        self._window = b""
-        out.append(self._finish(chunk.end_ns))
-        return i + stop
-
-    def _go_blind(self, hidden: int, chunk: Chunk, out: list) -> None:
-        self.state = State.CHUNKED_BLIND
-        self._body += hidden
-        self._window = chunk.tail[-(len(_BLIND_END) - 1):] if chunk.tail else b""
-        if chunk.tail.endswith(_BLIND_END):
-            self._body = max(0, self._body - len(_BLIND_END))
-            self._window = b""
-            out.append(self._finish(chunk.end_ns))
-
+    # -- bodies --------------------------------------------------------------
     def _hidden(self, hidden: int, chunk: Chunk, out: list) -> None:
         """Bytes the call moved that were not captured."""
         st = self.state
-        if st is State.BODY_LENGTH:
-            n = min(hidden, self._remaining)
-            self._body += n
-            self._remaining -= n
-            if self._remaining == 0:
-                out.append(self._finish(chunk.end_ns))
-            if hidden > n:
-                self.gaps += 1     # bytes past the body: the next message's head is lost
-                self.skipped_bytes += hidden - n
-                self._at_boundary = True
-        elif st is State.BODY_CLOSE:
-            self._body += hidden
-        elif st is State.CHUNK_DATA and hidden < self._remaining:
-            self._body += hidden
-            self._remaining -= hidden
-        elif st in (State.CHUNK_DATA, State.CHUNK_CRLF, State.CHUNK_SIZE,
-                    State.CHUNKED_BLIND):
-            self._line.clear()
-            self._go_blind(hidden, chunk, out)
-        elif st is State.HEAD:
+        if st == IN_BODY:
+            outcome, beyond = self._body.hidden(hidden, chunk.tail)
+            if outcome != MORE:
+                out.append(self._finish(chunk.end_ns, complete=outcome == DONE))
+            if beyond:          # bytes past the body (or its trailer): a head there is lost
+                self.gaps += 1
+                self.skipped_bytes += beyond
+        elif st == IN_HEAD:
             self.gaps += 1
             self.skipped_bytes += hidden
             self._lose(chunk, out, invalid=False)
-            self._at_boundary = True
-        elif st is State.CHUNK_TRAILER:   # trailer lost: over as far as we can tell
-            self.gaps += 1
-            self.skipped_bytes += hidden
-            out.append(self._finish(chunk.end_ns, complete=False))
             self._at_boundary = True
         else:                             # SEEKING: nothing known was lost
             self.skipped_bytes += hidden + len(self._carry)
@@ -484,40 +326,65 @@ class MessageStream:
             self._at_boundary = True
 
     # -- helpers -----------------------------------------------------------
-    def _take_body(self, data: bytes, i: int, n: int) -> None:
-        self._body += n
-        if self._keep and len(self._prefix) < ERROR_BODY_KEEP:
-            self._prefix += data[i:i + min(n, ERROR_BODY_KEEP - len(self._prefix))]
-
     def _finish(self, end_ns: int, complete: bool = True) -> End:
-        ev = End(end_ns, self._body, bytes(self._prefix), complete)
-        self.state = State.SEEKING
+        body = self._body
+        self.state = SEEKING
         self._at_boundary = True
-        self._body = 0
-        self._prefix.clear()
-        self._keep = False
-        self._window = b""
-        return ev
+        self.ends += 1
+        return End(self.is_request, end_ns, body.count, bytes(body.prefix), complete)
 
     def _lose(self, chunk: Chunk, out: list, invalid: bool = True) -> None:
         """The head in progress cannot be read: report a lost message."""
         self._resync(invalid)
-        out.append(Lost(chunk.end_ns))
-
-    def _abandon(self, chunk: Chunk, out: list) -> None:
-        """The body in progress has bad framing: end it, cut short."""
-        self.invalid += 1
-        self.gaps += 1
-        self._line.clear()
-        out.append(self._finish(chunk.end_ns, complete=False))
-        self._at_boundary = False
+        self._awaiting = ""                     # its answer, if it was one, is lost
+        self.ends += 1
+        out.append(Lost(self.is_request, chunk.end_ns))
 
     def _resync(self, invalid: bool) -> None:
         if invalid:
             self.invalid += 1
             self.gaps += 1
         self._head.clear()
-        self._line.clear()
         self._carry.clear()
-        self.state = State.SEEKING
+        self.state = SEEKING
         self._at_boundary = False
+
+
+class Parser:
+    """Both directions of one connection, and the rules between them."""
+
+    def __init__(self) -> None:
+        self.requests = MessageStream(True)
+        self.responses = MessageStream(False)
+
+    def feed(self, egress: bool, chunk: Chunk, answering: str = "") -> list[ParseEvent]:
+        """One call's bytes: egress (the client sent them) or ingress.  `answering`:
+        the method of the request awaiting its response, "" if none does."""
+        if egress:
+            q = self.requests
+            heads = q.heads
+            events = q.feed(chunk)
+            if q.heads != heads:        # no pipelining: the response in progress is over
+                ended = self.responses.reset()
+                if ended:                   # as after any response's end:
+                    self.requests.expect_start()
+                    at = next(k for k, ev in enumerate(events) if type(ev) is Head)
+                    events[at:at] = ended
+            return events
+        r = self.responses
+        ends = r.ends
+        events = r.feed(chunk, answering)
+        if r.answered:
+            self.requests.refuse_body()
+        if r.ends != ends:
+            self.requests.expect_start()        # the client's next request starts anew
+        return events
+
+    def close(self) -> list[ParseEvent]:
+        """The connection closed: messages in progress end here."""
+        return self.requests.close() + self.responses.close()
+
+    def statistics(self) -> ParserStats:
+        q, r = self.requests, self.responses
+        return ParserStats(q.skipped_bytes + r.skipped_bytes, q.gaps + r.gaps,
+                           q.invalid + r.invalid)

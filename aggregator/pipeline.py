@@ -175,7 +175,7 @@ class Pipeline:
                 del self._by_pid[key[:2]]
 
     def _account(self, conn: Connection) -> None:
-        self._lost["stream_gap"] += conn.requests.gaps + conn.responses.gaps
+        self._lost["stream_gap"] += conn.parser.statistics().gaps
 
     def _finished(self, recs: list[Record]) -> list[Record]:
         self._records += len(recs)
@@ -197,7 +197,7 @@ class Pipeline:
         lost = collections.Counter(self._lost)
         for c in self._collectors.values():
             lost.update(c.lost)
-        live_gaps = sum(c.requests.gaps + c.responses.gaps for c in self._conns.values())
+        live_gaps = sum(c.parser.statistics().gaps for c in self._conns.values())
         lost["stream_gap"] += live_gaps
         return PipelineStats(self._messages, self._events, self._records, self._errors,
                              len(self._conns), len(self._procs), dict(lost),

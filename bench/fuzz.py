@@ -2,7 +2,7 @@
 
     python -m bench.fuzz --inputs 1000000 [--seed N]
 
-Feeds random and mutated calls through MessageStream and Connection, mutated
+Feeds random and mutated calls through the HTTP Parser and Connection, mutated
 golden streams through the Pipeline, mutated frames through protocol.decode and
 events.decode_event.  Stops at the first exception that is not ProtocolError /
 MalformedEvent or the first bound broken, printing the seed and input number so
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from golden import harness  # noqa: E402
 from s3slower.aggregator.correlate import Connection, Peer  # noqa: E402
-from s3slower.aggregator.http1 import Chunk, MessageStream  # noqa: E402
+from s3slower.aggregator.http1 import Chunk, Parser  # noqa: E402
 from s3slower.common import protocol  # noqa: E402
 from s3slower.common.events import MalformedEvent, decode_event, encode_event  # noqa: E402
 from s3slower.common.protocol import Message, MsgKind  # noqa: E402
@@ -37,19 +37,19 @@ def random_call(rng: random.Random) -> tuple[bytes, int, bytes]:
 def one(rng: random.Random, cases: list) -> None:
     kind = rng.randrange(4)
     if kind == 0:
-        s = MessageStream(rng.random() < 0.5, lambda: rng.choice(("GET", "HEAD")))
+        s = Parser()
         for t in range(rng.randrange(40)):
             data, hidden, tail = random_call(rng)
-            s.feed(Chunk(data, len(data) + hidden, t, t + 1, tail))
-            props.check_stream_bounds(s)
+            s.feed(rng.random() < 0.5, Chunk(data, len(data) + hidden, t, t + 1, tail),
+                   rng.choice(("GET", "HEAD", "")))
+            props.check_parser_bounds(s)
         s.close()
     elif kind == 1:
         c = Connection(Peer("h", 1, "c", {}, ""), 0)
         for t in range(rng.randrange(60)):
             data, hidden, tail = random_call(rng)
             c.feed(rng.random() < 0.5, Chunk(data, len(data) + hidden, t, t + 1, tail), 1)
-            props.check_stream_bounds(c.requests)
-            props.check_stream_bounds(c.responses)
+            props.check_parser_bounds(c.parser)
         c.close()
     elif kind == 2:
         case = rng.choice(cases)
