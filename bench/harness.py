@@ -145,6 +145,22 @@ def wait_for(pred, timeout: float, what: str, proc: Optional[subprocess.Popen] =
     raise BenchError(f"timed out after {timeout}s waiting for {what}")
 
 
+def expect_line(gen: subprocess.Popen, prefix: str, timeout: float) -> str:
+    """The first line s3bgen prints that starts with prefix (within timeout)."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(gen.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(1.0):
+            line = gen.stdout.readline()
+            if not line:
+                raise BenchError(f"s3bgen exited before {prefix!r}")
+            if line.startswith(prefix):
+                return line
+    raise BenchError(f"s3bgen: no {prefix!r} within {timeout:.0f}s")
+
+
 def parse_summary(text: str, who: str) -> dict:
     """The JSON of `s3slower <who> stopped: {...}` on stderr ({} when absent)."""
     tag = f"s3slower {who} stopped: "

@@ -18,8 +18,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from bench.harness import (BenchError, Figure, aggregator_pid, build_helper, log, median,
-                           rss_mb, tracer)
+from bench.harness import (BenchError, Figure, aggregator_pid, build_helper, expect_line, log,
+                           median, rss_mb, tracer)
 
 CONNS = 10_000
 REQUESTS = 1_000_000
@@ -43,21 +43,6 @@ def steady(pids: dict[str, int]) -> dict[str, float]:
     return {k: median(v) for k, v in samples.items()}
 
 
-def _expect(gen: subprocess.Popen, prefix: str, timeout: float) -> str:
-    import selectors
-    sel = selectors.DefaultSelector()
-    sel.register(gen.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(1.0):
-            line = gen.stdout.readline()
-            if not line:
-                raise BenchError(f"s3bgen exited before {prefix!r}")
-            if line.startswith(prefix):
-                return line
-    raise BenchError(f"s3bgen: no {prefix!r} within {timeout:.0f}s")
-
-
 def run(quick: bool = False) -> list[Figure]:
     requests = REQUESTS // 5 if quick else REQUESTS
     exe = build_helper()
@@ -69,7 +54,7 @@ def run(quick: bool = False) -> list[Figure]:
                                stdout=subprocess.PIPE, text=True)
         try:
             t0 = time.monotonic()
-            _expect(gen, "open", 120)
+            expect_line(gen, "open", 120)
             log(f"memory: {CONNS:,} connections open in {time.monotonic() - t0:.1f}s")
             a = steady(pids)
             gen.stdin.write(f"run {RATE} {requests}\n")
@@ -93,7 +78,7 @@ def run(quick: bool = False) -> list[Figure]:
             b = steady(pids)
             gen.stdin.write("close\n")
             gen.stdin.flush()
-            _expect(gen, "closed", 60)
+            expect_line(gen, "closed", 60)
             c = steady(pids)
         finally:
             gen.kill()
