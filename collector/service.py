@@ -100,7 +100,7 @@ class Collector:
             "labels": dict(target.prom_labels)})
 
     def start(self) -> None:
-        self.publisher.publish(MsgKind.HELLO, {"pid": _getpid(), "version": _version()})
+        self.publisher.publish(MsgKind.HELLO, {"pid": os.getpid(), "version": _version()})
         self.tracker.start()
 
     def statistics(self) -> CollectorStats:
@@ -210,11 +210,6 @@ def _exec_seen(raw: bytes) -> Optional[ProcInfo]:
         return None
     exe = ev.data.split(b"\0", 1)[0].decode("utf-8", "replace")
     return ProcInfo(ev.pid, ev.comm, exe, "")
-
-
-def _getpid() -> int:
-    import os
-    return os.getpid()
 
 
 def _version() -> str:
