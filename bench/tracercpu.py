@@ -18,8 +18,11 @@ from bench.overhead import Case, Workload
 
 SECONDS = 5.0
 SETTLE_S = 1.5          # the aggregator finishes what is queued
-CASES = (("GET 4KiB http", False, "get", False, 0.10), ("PUT 4KiB http", False, "put", False, 0.10),
-         ("GET 4KiB tls", True, "get", False, 0.10), ("PUT 4KiB tls", True, "put", False, 0.10),
+# name, TLS, operation, minimal client, target ratio
+CASES = (("GET 4KiB http", False, "get", False, 0.10),
+         ("PUT 4KiB http", False, "put", False, 0.10),
+         ("GET 4KiB tls", True, "get", False, 0.10),
+         ("PUT 4KiB tls", True, "put", False, 0.10),
          ("GET 4KiB http, minimal client", False, "get", True, 0.20))
 
 

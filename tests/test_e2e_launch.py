@@ -29,12 +29,13 @@ PROMPT_END_S = 15
 
 @pytest.fixture(scope="module")
 def private_checkout():
-    """The tracked sources copied into a directory only root can enter."""
+    """The work tree's sources (tracked and new, not ignored) copied into a
+    directory only root can enter."""
     need_root_bpf()
     top = Path(tempfile.mkdtemp(prefix="s3slower-private-"))
     os.chmod(top, 0o700)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         if not rel.startswith(("tests/", ".cache/")) and (ROOT / rel).is_file():
             dest = top / "s3slower" / rel
