@@ -393,6 +393,9 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
     from s3slower.keys import aggregator_curve
 
     _logging(o["debug"])
+    if ctx.meta["config"].prometheus.buffer_size is not None:
+        log.warning("%s: prometheus.buffer_size is deprecated and ignored (metrics are read "
+                    "when scraped); remove it", ctx.meta["config_path"])
     if not (connects or binds or replay_path) and ctx.meta["config"].transport.endpoint:
         binds = (ctx.meta["config"].transport.endpoint,)
     if bool(connects) + bool(binds) + bool(replay_path) != 1:
