@@ -93,11 +93,6 @@ class Loss(enum.Enum):
         self.stage = stage
         self.doc = doc
 
-    @classmethod
-    def of(cls, label: str) -> "Loss":
-        """The member named `label` (KeyError if none)."""
-        return _BY_LABEL[label]
-
 
 _BY_LABEL = {m.label: m for m in Loss}
 REPORTED = tuple(m for m in Loss if m.stage.reported)
@@ -120,9 +115,6 @@ class Ledger:
     def family(self, family: Family) -> dict[str, int]:
         """label -> total for one family, in the enum's order."""
         return {m.label: self.counts[m] for m in Loss if m.family is family}
-
-    def total(self, family: Family) -> int:
-        return sum(self.family(family).values())
 
     def summary(self) -> dict[str, dict[str, int]]:
         """The stop summary's maps: {"lost": {...}, "tracer_errors": {...}, ...}."""
