@@ -59,6 +59,7 @@ class Harness:
 
     def __init__(self, tmp_path, monkeypatch):
         monkeypatch.setenv("COLUMNS", "200")        # a status line with room to spare
+        self.monkeypatch = monkeypatch              # for feeders that lower a bound
         self.tmp_path = tmp_path
         self.log_dir = tmp_path / "log"
         opts = OutputOptions(output="table", log_dir=str(self.log_dir), prometheus=True,
@@ -284,31 +285,31 @@ def _malformed(h, loss):
 
 
 @feeds(Loss.COLLECTOR_EVICTED)
-def _collector_evicted(h, loss, monkeypatch):
-    monkeypatch.setattr(pipeline_mod, "MAX_COLLECTORS", 1)
+def _collector_evicted(h, loss):
+    h.monkeypatch.setattr(pipeline_mod, "MAX_COLLECTORS", 1)
     h.send(MsgKind.HELLO, {"pid": 1}, host="a")
     h.send(MsgKind.HELLO, {"pid": 1}, host="b")
     return 1
 
 
 @feeds(Loss.PROCESS_EVICTED)
-def _process_evicted(h, loss, monkeypatch):
-    monkeypatch.setattr(pipeline_mod, "MAX_PROCESSES", 1)
+def _process_evicted(h, loss):
+    h.monkeypatch.setattr(pipeline_mod, "MAX_PROCESSES", 1)
     for pid in (1, 2, 3):
         h.send(MsgKind.PROCESS, {"pid": pid, "labels": {}})
     return 2
 
 
 @feeds(Loss.ADDRESS_EVICTED)
-def _address_evicted(h, loss, monkeypatch):
-    monkeypatch.setattr(pipeline_mod, "MAX_ADDRESSES", 1)
+def _address_evicted(h, loss):
+    h.monkeypatch.setattr(pipeline_mod, "MAX_ADDRESSES", 1)
     h.events(event(Kind.CONNECT, 1, SIN), event(Kind.CONNECT, 2, SIN))
     return 1
 
 
 @feeds(Loss.CONN_EVICTED)
-def _conn_evicted(h, loss, monkeypatch):
-    monkeypatch.setattr(pipeline_mod, "MAX_CONNECTIONS", 1)
+def _conn_evicted(h, loss):
+    h.monkeypatch.setattr(pipeline_mod, "MAX_CONNECTIONS", 1)
     h.events(data(1, True, GET), data(2, True, GET))
     return 1
 
@@ -389,12 +390,8 @@ def test_every_source_has_a_feeder_here():
 
 
 @pytest.mark.parametrize("loss", list(Loss), ids=lambda m: m.label)
-def test_source_is_seen_in_metrics_health_summary_and_status_line(loss, h, monkeypatch,
-                                                                   capsys):
-    feeder = FED[loss]
-    extra = {"monkeypatch": monkeypatch} if "monkeypatch" in feeder.__code__.co_varnames \
-        else {}
-    n = feeder(h, loss, **extra)
+def test_source_is_seen_in_metrics_health_summary_and_status_line(loss, h, capsys):
+    n = FED[loss](h, loss)
     v = h.views(capsys)
     assert v.metric(loss) == n
     key = loss.family.summary_key
