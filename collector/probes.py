@@ -120,7 +120,8 @@ class Probes:
                 self.attach_errors += len(points)
                 note(Loss.ATTACH, f"cannot load {fn} for {lib.path}: {exc}", len(points))
                 continue
-            for part in (points, *([pt] for pt in points)):
+            # the group, then (if it is refused) each point alone: a lone point once
+            for part in (points, *([pt] for pt in points if len(points) > 1)):
                 try:
                     fds.append(uprobe_links.attach(prog, lib.path, [p.offset for p in part],
                                                    ret, pid))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -183,21 +184,24 @@ class _NoWarmFinder(LibraryFinder):
         return []
 
 
-def _collector_heartbeat(h: Harness, probes: _Probes, feed=None) -> dict:
+def _collector_heartbeat(h: Harness, probes, feed=None) -> dict:
     """A real Collector and Publisher (recording what it publishes; no peer, so
     nothing is sent) beat once; the recording goes to the aggregator.  Returns
-    the collector's stop summary."""
+    the collector's stop summary.  `probes`: an object, or a factory of one."""
     tape = io.BytesIO()
     tape.close = lambda: None                     # read back after the publisher closes
     pub = Publisher(zmq.Context.instance(), "inproc://ledger-no-peer", bind=False,
                     hostname="c1", wall_offset_ns=0, record_to=tape, max_bytes=4096)
-    col = Collector(lambda cb: probes, pub, Selection(), finder=_NoWarmFinder())
+    factory = probes if callable(probes) else (lambda cb: probes)
+    col = Collector(factory, pub, Selection(), finder=_NoWarmFinder())
     try:
         if feed:
             feed(col)
         col.heartbeat()
         summary = col.summary()
     finally:
+        if callable(probes):
+            col.probes.close()
         pub.close()
     h.agg.handle_frames(list(recording.read_frames(io.BytesIO(tape.getvalue()))))
     return summary
@@ -454,7 +458,6 @@ def test_reasons_are_logged_under_debug_only(h, caplog):
 def test_replayed_run_summary_and_the_buffer_size_warning(tmp_path):
     """`s3slower aggregator --replay` end to end: the stop summary carries every
     family of the ledger, and a config's prometheus.buffer_size is one warning."""
-    import os
     import subprocess
     import sys
     tape = tmp_path / "rec.s3s"
@@ -475,3 +478,30 @@ def test_replayed_run_summary_and_the_buffer_size_warning(tmp_path):
     s = _summary(out.stderr, "aggregator")
     assert s["lost"]["transport"] == 2 and s["lost"]["malformed"] == 1
     assert s["tracer_errors"]["detach_errors"] == 2 and s["skipped_bytes"] == {"stream": 0}
+
+
+@pytest.mark.e2e
+def test_a_uprobe_the_kernel_refuses_is_counted_with_its_reason(h, capsys, caplog):
+    """The real BPF program: a probe point past the end of its file is refused
+    by the kernel, counted in attach_errors, and reaches all views."""
+    from conftest import need_root_bpf
+    need_root_bpf()
+    from s3slower.collector import hostprep
+    from s3slower.collector.libraries import Library, ProbePoint
+    from s3slower.collector.probes import ProgramOptions, Probes
+    hostprep.prepare()
+    path = os.path.realpath("/bin/true")
+    beyond = os.path.getsize(path) + (1 << 20)
+    lib = Library("openssl", path, (ProbePoint(beyond, "ssl_write_enter", False, beyond),))
+
+    def attach(col):
+        assert col.probes.attach(lib) == 0
+    with caplog.at_level(logging.DEBUG, logger="s3slower"):
+        summary = _collector_heartbeat(
+            h, lambda cb: Probes(ProgramOptions(trace_all=False), cb), attach)
+    assert summary["tracer_errors"]["attach_errors"] == 1
+    assert any(r.getMessage().startswith(f"attach_errors +1: ssl_write_enter at {path}+")
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    v = h.views(capsys)
+    assert v.metric(Loss.ATTACH) == 1 and v.summary["tracer_errors"]["attach_errors"] == 1
+    assert "attach_errors 1" in v.status
