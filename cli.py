@@ -389,9 +389,13 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
     from s3slower.aggregator.service import Aggregator
     from s3slower.aggregator.subscriber import Subscriber
     from s3slower.common.config import label_keys
+    from s3slower.common.losses import Loss
     from s3slower.keys import aggregator_curve
 
     _logging(o["debug"])
+    if ctx.meta["config"].prometheus.buffer_size is not None:
+        log.warning("%s: prometheus.buffer_size is deprecated and ignored (metrics are read "
+                    "when scraped); remove it", ctx.meta["config_path"])
     if not (connects or binds or replay_path) and ctx.meta["config"].transport.endpoint:
         binds = (ctx.meta["config"].transport.endpoint,)
     if bool(connects) + bool(binds) + bool(replay_path) != 1:
@@ -410,7 +414,8 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
     if replay_file:
         from s3slower.aggregator.replay import replay
         outputs = build_outputs(opts)
-        agg = Aggregator(None, pipeline, outputs.sinks, min_latency_ms=o["min_latency"])
+        agg = Aggregator(None, pipeline, outputs.sinks, min_latency_ms=o["min_latency"],
+                         loss_sources=outputs.loss_sources)
         with replay_file:
             try:
                 replay(replay_file, agg)
@@ -424,8 +429,9 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
                            else (signal.SIGINT, signal.SIGTERM))
     sub = Subscriber(zmq.Context.instance(), list(connects or binds), bind=bool(binds),
                      curve=curve)
-    outputs = build_outputs(opts, [lambda: {"collectors_refused": sub.refused()}])
-    agg = Aggregator(sub, pipeline, outputs.sinks, min_latency_ms=o["min_latency"])
+    outputs = build_outputs(opts, [lambda: {Loss.COLLECTORS_REFUSED: sub.refused()}])
+    agg = Aggregator(sub, pipeline, outputs.sinks, min_latency_ms=o["min_latency"],
+                     loss_sources=outputs.loss_sources)
 
     def should_stop() -> bool:
         if stop() or (exit_on_bye and agg.byes > 0):
@@ -447,10 +453,8 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
 
 
 def _aggregator_summary(agg, refused: int) -> None:
-    st = agg.pipeline.statistics()
-    launch.summary("aggregator", {"messages": st.messages, "events": st.events,
-                                  "records": st.records, "errors": st.errors, "lost": st.lost,
-                                  "collectors_refused": refused})
+    from s3slower.aggregator.ledger import stop_summary
+    launch.summary("aggregator", {**stop_summary(agg.snapshot), "collectors_refused": refused})
 
 
 # --------------------------------------------------------------------------

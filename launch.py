@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from typing import Callable, Optional
 
 import click
@@ -143,12 +142,10 @@ def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
     try:
         col.run(should_stop, on_ready, (lambda: reload(col)) if reload else None)
     finally:
-        lost = col.probes.lost_counts()
+        fields = col.summary()          # the kernel's counts: before the maps go
         col.probes.close()
         publisher.close()
-    lost["collector_outbox"] = publisher.statistics().dropped_events
-    summary("collector", {**asdict(col.statistics()), **asdict(publisher.statistics()),
-                          "lost": lost})
+    summary("collector", fields)
 
 
 # -- run: both halves -----------------------------------------------------------

@@ -30,9 +30,10 @@ What the request series count
   completed request in that interval has no sample (its children are removed).
 * `s3slower_response_status_total{hostname,s3_operation,status_code}`:
   status_code "0" means no response was seen.
-* `s3slower_events_lost_total{source}` is fed absolute totals by `set_loss`; it
-  grows by `total - highest total seen`, never shrinks (a smaller total is
-  ignored and counted in `statistics().loss_regressions`).
+* `s3slower_events_lost_total{source}`, `s3slower_tracer_errors_total{source}`
+  and `s3slower_skipped_bytes_total{source}` are the ledger's (aggregator/
+  ledger.py): read from the tick's snapshot at scrape time, every source
+  exported from 0 on.
 * `s3slower_collector_up{hostname}` is 0 once no heartbeat came for
   COLLECTOR_DOWN_AFTER_S; `s3slower_collector_last_heartbeat_timestamp_seconds`
   is the wall time of the last one.
@@ -43,10 +44,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, NamedTuple
+from typing import Mapping, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from s3slower.aggregator.ledger import EMPTY, LedgerCollector, Snapshot, health_detail
 from s3slower.aggregator.records import Record
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -68,7 +70,6 @@ MAX_LABEL_VALUES = 1_000
 # the most one Prometheus target should ever carry.
 MAX_LABEL_SETS = 50_000
 MAX_STATUS_SERIES = 10_000      # (hostname, operation, status) triples
-MAX_LOSS_SOURCES = 64           # matches pipeline.MAX_COUNTER_NAMES
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,6 @@ class MetricsStatistics:
     label_values: Mapping[str, int]      # label -> distinct real values in use
     collectors_up: int
     collectors_down: int
-    loss: Mapping[str, int]              # source -> highest total seen
-    loss_regressions: int
     intervals: int
 
 
@@ -143,9 +142,8 @@ class Metrics:
         self._interval_start: float | None = None
         self._collectors: dict[str, float] = {}           # hostname -> last heartbeat
         self._down: set[str] = set()
-        self._loss: dict[str, int] = {}
         self._overflow: dict[str, int] = {}
-        self._records = self._expired = self._regressions = self._intervals = 0
+        self._records = self._expired = self._intervals = 0
 
     def _define(self, r: CollectorRegistry) -> None:
         names = self.label_names
@@ -174,8 +172,6 @@ class Metrics:
                                   "Requests whose response never finished", names, registry=r)
         self.status = Counter("s3slower_response_status_total", "Responses by status code",
                               ("hostname", "s3_operation", "status_code"), registry=r)
-        self.lost = Counter("s3slower_events_lost_total", "Events lost, by where",
-                            ("source",), registry=r)
         self.up = Gauge("s3slower_collector_up",
                         "1 while the collector heartbeats, 0 after 3 s without", ("hostname",),
                         registry=r)
@@ -267,24 +263,7 @@ class Metrics:
         self._status_touched.add(key)
         self.status.labels(*key).inc()
 
-    # -- loss and collectors ----------------------------------------------------
-    def set_loss(self, source: str, total: int) -> None:
-        """Export an absolute loss total: the counter grows by the increase only."""
-        if source not in self._loss and len(self._loss) >= MAX_LOSS_SOURCES:
-            self._count_overflow("source")
-            return
-        seen = self._loss.get(source)
-        if seen is None:
-            self.lost.labels(source)        # exported at 0 even before any loss
-            seen = 0
-        if total > seen:
-            self.lost.labels(source).inc(total - seen)
-            self._loss[source] = total
-        else:
-            self._loss[source] = seen
-            if total < seen:
-                self._regressions += 1
-
+    # -- collectors --------------------------------------------------------------
     def collector_seen(self, hostname: str, now_s: float) -> None:
         """A heartbeat (or any message) from `hostname` at wall time now_s."""
         last = self._collectors.get(hostname)
@@ -375,34 +354,29 @@ class Metrics:
             overflow=dict(self._overflow),
             label_values={n: len(c.refs) for n, c in zip(self.label_names, self._caps)},
             collectors_up=len(self._collectors) - down, collectors_down=down,
-            loss=dict(self._loss), loss_regressions=self._regressions,
             intervals=self._intervals)
 
 
 class MetricsSink:
-    """The aggregator's Sink for metrics: records, pipeline loss, collectors, time.
+    """The aggregator's Sink for metrics: records, collectors, time, and the
+    ledger's families (registered in `registry`, read from the last snapshot)."""
 
-    `loss_sources` are callables returning more absolute loss totals by source
-    (e.g. the terminal's dropped lines and the log file's dropped records).
-    """
-
-    def __init__(self, metrics: Metrics,
-                 loss_sources: Iterable[Callable[[], Mapping[str, int]]] = ()):
+    def __init__(self, metrics: Metrics, registry: CollectorRegistry):
         self.metrics = metrics
-        self.loss_sources = list(loss_sources)
+        self.snapshot = EMPTY
+        registry.register(LedgerCollector(lambda: self.snapshot.ledger))
 
     def emit(self, rec: Record) -> None:
         self.metrics.observe(rec)
 
-    def tick(self, stats, now_wall_ns: int) -> None:   # stats: pipeline.PipelineStats
-        for c in stats.collectors:
+    def tick(self, snap: Snapshot, now_wall_ns: int) -> None:
+        self.snapshot = snap
+        for c in snap.pipeline.collectors:
             self.metrics.collector_seen(c.hostname, c.last_heartbeat_wall_ns / 1e9)
-        for source, total in stats.lost.items():
-            self.metrics.set_loss(source, total)
-        for fn in self.loss_sources:
-            for source, total in fn().items():
-                self.metrics.set_loss(source, total)
         self.metrics.tick(now_wall_ns / 1e9)
+
+    def health(self) -> dict:
+        return health_detail(self.snapshot)
 
     def close(self) -> None:
         pass

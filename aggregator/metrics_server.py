@@ -3,7 +3,8 @@
 stdlib `http.server` in a daemon thread, one short-lived thread per request:
 a scrape never waits on the aggregator's loop (client_python locks its own
 metric children).  `/metrics` is the text exposition of the private registry
-(OpenMetrics when the scraper asks for it); `/health` answers 200 "ok".
+(OpenMetrics when the scraper asks for it); `/health` answers 200 "ok", and
+`/health?detail` the ledger snapshot as JSON (aggregator/ledger.py).
 
 An IPv6 host (the default "::") is bound dual-stack (IPV6_V6ONLY off), so
 IPv4 scrapers reach it too.  Port 0 picks a free port; `.port` says which.
@@ -12,9 +13,12 @@ Request logging is off: the terminal table shares stderr/stdout.
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -25,13 +29,18 @@ REQUEST_TIMEOUT_S = 30.0
 
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry          # set on the per-server subclass
+    health: Optional[Callable[[], dict]] = None
     timeout = REQUEST_TIMEOUT_S
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._reply(200, content_type, encoder(self.registry))
+        elif path == "/health" and "detail" in parse_qs(query, keep_blank_values=True) \
+                and self.health:
+            body = json.dumps(self.health(), sort_keys=True).encode() + b"\n"
+            self._reply(200, "application/json", body)
         elif path == "/health":
             self._reply(200, "text/plain; charset=utf-8", b"ok\n")
         elif path == "/":
@@ -88,9 +97,12 @@ def _make_server(host: str, port: int, handler: type) -> _Server:
     return server_cls((host, port), handler)
 
 
-def serve(registry: CollectorRegistry, host: str = "::", port: int = 9000) -> MetricsServer:
-    """Start serving `registry`; raises OSError when the address cannot be bound."""
-    handler = type("MetricsHandler", (_Handler,), {"registry": registry})
+def serve(registry: CollectorRegistry, host: str = "::", port: int = 9000,
+          health: Optional[Callable[[], dict]] = None) -> MetricsServer:
+    """Start serving `registry` (and `health()` at /health?detail); raises
+    OSError when the address cannot be bound."""
+    handler = type("MetricsHandler", (_Handler,),
+                   {"registry": registry, "health": staticmethod(health) if health else None})
     try:
         server = _make_server(host, port, handler)
     except OSError as e:

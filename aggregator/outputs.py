@@ -1,7 +1,8 @@
 """Build the aggregator's outputs (sinks) from its options.
 
 Every sink that can drop something (terminal queue, log queue, log writes)
-reports its totals as loss sources, so /metrics and the status line show them.
+reports its totals as ledger sources (`Outputs.loss_sources`, for the
+Aggregator's Book), so /metrics, the status line and the summary show them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Optional
 from s3slower.aggregator.logfile import RotatingJsonLog
 from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, terminal_width,
                                           use_color)
+from s3slower.common.losses import Loss
 
 OUTPUTS = ("table", "simple", "json", "none")
 
@@ -38,6 +40,7 @@ class Outputs:
     server: object = None          # metrics_server.MetricsServer when --prometheus
     terminal: Optional[TerminalWriter] = None
     metrics: object = None         # metrics.Metrics when --prometheus
+    loss_sources: list = field(default_factory=list)   # () -> {Loss: total}
 
     def close(self) -> None:
         for s in self.sinks:
@@ -47,25 +50,22 @@ class Outputs:
 
 
 def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
-    """`extra_loss`: callables returning more loss totals by source (e.g. auth)."""
-    out = Outputs()
-    loss_sources = list(extra_loss)
-    log = None
+    """`extra_loss`: callables returning more ledger totals (e.g. auth's refusals)."""
+    out = Outputs(loss_sources=list(extra_loss))
     if opts.log_dir:
         log = RotatingJsonLog(opts.log_dir, max_size_bytes=opts.log_max_size_mb * 1024 * 1024,
                               max_backups=opts.log_max_backups)
-        loss_sources.append(lambda: {"log_queue": log.statistics().records_dropped,
-                                     "log_write": log.statistics().records_failed})
+        out.loss_sources.append(lambda: {Loss.LOG_QUEUE: log.statistics().records_dropped,
+                                         Loss.LOG_WRITE: log.statistics().records_failed})
         out.sinks.append(log)
     if opts.output != "none":
         color = opts.output == "table" and use_color(sys.stdout, os.environ)
         width = terminal_width(sys.stdout, os.environ)
         renderer = make_renderer(opts.output, width=width,
                                  max_url_length=opts.max_url_length, color=color)
-        out.terminal = TerminalWriter(sys.stdout, renderer, loss_sources=loss_sources)
-        out.sinks.append(out.terminal)
-        term = out.terminal
-        loss_sources = loss_sources + [lambda: {"terminal": term.statistics().dropped_lines}]
+        out.terminal = term = TerminalWriter(sys.stdout, renderer)
+        out.sinks.append(term)
+        out.loss_sources.append(lambda: {Loss.TERMINAL: term.statistics().dropped_lines})
     if opts.prometheus:
         from prometheus_client import CollectorRegistry
 
@@ -74,6 +74,7 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         registry = CollectorRegistry(auto_describe=True)
         out.metrics = Metrics(registry, extra_label_keys=opts.extra_label_keys,
                               max_buckets=opts.max_buckets, interval_s=opts.interval_s)
-        out.sinks.append(MetricsSink(out.metrics, loss_sources))
-        out.server = serve(registry, opts.prom_host, opts.prom_port)
+        sink = MetricsSink(out.metrics, registry)
+        out.sinks.append(sink)
+        out.server = serve(registry, opts.prom_host, opts.prom_port, health=sink.health)
     return out

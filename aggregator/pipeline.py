@@ -7,10 +7,13 @@ collectors forgotten when they exit or go away, and every map keyed by what
 the wire says (processes, addresses, collectors, counter names) has its own
 named bound.  An evicted connection's waiting requests are emitted incomplete.
 
-Loss sources counted here (SPEC §4): `transport` (sequence gaps),
-`malformed` (records or messages that do not decode), `stream_gap` (bytes
-the parser had to skip), `conn_evicted`; and, per collector, the totals its
-heartbeats report (`ringbuf`, `tls_no_socket`, `collector_outbox`).
+Ledger members counted here (common/losses.py, SPEC §4): transport
+(sequence gaps), malformed (records or messages that do not decode), the
+map-full drops (conn_, process_, address_ and collector_evicted), and from
+each connection its parser's and stitcher's counts (stream_gap, http_invalid,
+stream skipped bytes, superseded, unanswered); and, per collector, the totals
+its heartbeats report (Stage.reported members), folded in when it restarts
+or is forgotten, so every total only grows.
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from s3slower.aggregator.correlate import Connection, Peer
 from s3slower.aggregator.http1 import Chunk
 from s3slower.aggregator.records import Record
 from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
+from s3slower.common.losses import Loss, from_heartbeat
 from s3slower.common.protocol import Message, MsgKind
+from s3slower.reasons import note
 
 MAX_CONNECTIONS = 50_000          # live connections across all collectors
 # CONNECT addresses and PROCESS announcements wait for data that may never
@@ -46,6 +51,7 @@ class CollectorState:
     lost: Mapping[str, int]
     stats: Mapping[str, int]
     said_bye: bool
+    reported: Mapping[Loss, int]     # its ledger members, from its last heartbeat
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,13 @@ class PipelineStats:
     errors: int
     connections: int
     processes: int
-    lost: Mapping[str, int]          # by source, all collectors together
+    losses: Mapping[Loss, int]       # the ledger members counted so far, all collectors
     collectors: tuple[CollectorState, ...]
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """`losses` by label."""
+        return {m.label: n for m, n in self.losses.items()}
 
 
 class Pipeline:
@@ -72,7 +83,7 @@ class Pipeline:
         self._addrs: collections.OrderedDict[tuple, str] = collections.OrderedDict()
         self._collectors: collections.OrderedDict[str, CollectorState] = \
             collections.OrderedDict()                     # hostname -> state
-        self._lost = collections.Counter()
+        self._lost: collections.Counter[Loss] = collections.Counter()
         self._messages = self._events = self._records = self._errors = 0
 
     # -- messages ----------------------------------------------------------
@@ -82,46 +93,51 @@ class Pipeline:
         if msg.kind is MsgKind.EVENTS:
             return self._events_batch(msg)
         if msg.kind is MsgKind.PROCESS:
-            _bounded_put(self._procs, (msg.instance, msg.body["pid"]), msg.body,
-                         MAX_PROCESSES)
+            if _bounded_put(self._procs, (msg.instance, msg.body["pid"]), msg.body,
+                            MAX_PROCESSES) is not None:
+                self._count(Loss.PROCESS_EVICTED, f"over {MAX_PROCESSES} processes")
         return []
 
-    def count_malformed(self, n: int = 1) -> None:
-        self._lost["malformed"] += n
+    def count_malformed(self, reason: str, n: int = 1) -> None:
+        self._count(Loss.MALFORMED, reason, n)
 
-    def count_lost(self, source: str, n: int) -> None:
-        self._lost[source] += n
+    def _count(self, loss: Loss, reason: str, n: int = 1) -> None:
+        self._lost[loss] += n
+        note(loss, reason, n)
 
     def _track_sequence(self, msg: Message, now: int) -> None:
         old = self._collectors.get(msg.hostname)
-        lost = dict(old.lost) if old else {}
-        stats = dict(old.stats) if old else {}
+        lost = old.lost if old else {}
+        stats = old.stats if old else {}
+        reported = old.reported if old else {}
         hb = old.last_heartbeat_wall_ns if old else now
         if old is not None and old.instance == msg.instance and msg.seq > old.last_seq + 1:
-            self._lost["transport"] += msg.seq - old.last_seq - 1
+            self._count(Loss.TRANSPORT, f"{msg.hostname}: message {msg.seq} came after "
+                        f"{old.last_seq}", msg.seq - old.last_seq - 1)
         if old is not None and old.instance != msg.instance:
             # a restart: fold the old instance's totals in, start afresh
-            for k, v in old.lost.items():
-                self._lost[k] += v
-            lost, stats = {}, {}
+            self._lost.update(old.reported)
+            lost, stats, reported = {}, {}, {}
         if msg.kind is MsgKind.HEARTBEAT:
             lost = dict(list(msg.body["lost"].items())[:MAX_COUNTER_NAMES])
             stats = dict(list(msg.body["stats"].items())[:MAX_COUNTER_NAMES])
+            reported = from_heartbeat(lost, stats)
             hb = now
         state = CollectorState(msg.hostname, msg.instance, msg.seq, hb, lost, stats,
-                               msg.kind is MsgKind.BYE)
+                               msg.kind is MsgKind.BYE, reported)
         evicted = _bounded_put(self._collectors, msg.hostname, state, MAX_COLLECTORS)
         if evicted is not None:             # keep what it reported, forget the rest
-            for k, v in evicted.lost.items():
-                self._lost[k] += v
+            self._lost.update(evicted.reported)
+            self._count(Loss.COLLECTOR_EVICTED,
+                        f"{evicted.hostname} forgotten: over {MAX_COLLECTORS} collectors")
 
     def _events_batch(self, msg: Message) -> list[Record]:
         out: list[Record] = []
         for raw in msg.body["events"]:
             try:
                 ev = decode_event(raw)
-            except MalformedEvent:
-                self._lost["malformed"] += 1
+            except MalformedEvent as exc:
+                self._count(Loss.MALFORMED, f"{msg.hostname}: {exc}")
                 continue
             self._events += 1
             key = (msg.instance, ev.pid, ev.conn_id)
@@ -131,7 +147,9 @@ class Pipeline:
                 out.extend(self._finished(conn.feed(ev.direction == Direction.EGRESS,
                                                     chunk, ev.tid)))
             elif ev.kind == Kind.CONNECT:
-                _bounded_put(self._addrs, key, _sockaddr(ev.data), MAX_ADDRESSES)
+                if _bounded_put(self._addrs, key, _sockaddr(ev.data),
+                                MAX_ADDRESSES) is not None:
+                    self._count(Loss.ADDRESS_EVICTED, f"over {MAX_ADDRESSES} addresses")
             elif ev.kind == Kind.CLOSE:
                 out.extend(self._close(key))
                 self._addrs.pop(key, None)
@@ -154,7 +172,8 @@ class Pipeline:
         self._by_pid.setdefault(key[:2], set()).add(key)
         if len(self._conns) > MAX_CONNECTIONS:
             old_key = next(iter(self._conns))
-            self._lost["conn_evicted"] += 1
+            self._count(Loss.CONN_EVICTED, f"pid {old_key[1]}: over {MAX_CONNECTIONS} "
+                        "connections, the least recent evicted")
             out.extend(self._close(old_key))
         return conn
 
@@ -175,7 +194,11 @@ class Pipeline:
                 del self._by_pid[key[:2]]
 
     def _account(self, conn: Connection) -> None:
-        self._lost["stream_gap"] += conn.parser.statistics().gaps
+        """A connection is gone: its counts move into the totals."""
+        for loss, n in _conn_counts(conn):
+            if n:
+                self._count(loss, f"pid {conn.peer.pid} {conn.peer.comm!r} to "
+                            f"{conn.peer.address or '?'}: {n} on one connection", n)
 
     def _finished(self, recs: list[Record]) -> list[Record]:
         self._records += len(recs)
@@ -196,12 +219,20 @@ class Pipeline:
     def statistics(self) -> PipelineStats:
         lost = collections.Counter(self._lost)
         for c in self._collectors.values():
-            lost.update(c.lost)
-        live_gaps = sum(c.parser.statistics().gaps for c in self._conns.values())
-        lost["stream_gap"] += live_gaps
+            lost.update(c.reported)
+        for conn in self._conns.values():            # live ones' counts so far
+            for loss, n in _conn_counts(conn):
+                lost[loss] += n
         return PipelineStats(self._messages, self._events, self._records, self._errors,
                              len(self._conns), len(self._procs), dict(lost),
                              tuple(self._collectors.values()))
+
+
+def _conn_counts(conn: Connection) -> tuple[tuple[Loss, int], ...]:
+    p = conn.parser.statistics()
+    return ((Loss.STREAM_GAP, p.gaps), (Loss.HTTP_INVALID, p.invalid),
+            (Loss.STREAM_SKIPPED, p.skipped_bytes), (Loss.SUPERSEDED, conn.superseded),
+            (Loss.UNANSWERED, conn.unanswered))
 
 
 def _bounded_put(d: collections.OrderedDict, key, value, bound: int):

@@ -33,8 +33,8 @@ def replay(f: BinaryIO, agg: Aggregator) -> None:
     for frame in recording.read_frames(f):
         try:
             msg = protocol.decode(frame)
-        except protocol.ProtocolError:
-            agg.pipeline.count_malformed()
+        except protocol.ProtocolError as exc:
+            agg.pipeline.count_malformed(f"recorded frame of {len(frame)} bytes: {exc}")
             continue
         now = max(now, _latest_return(msg))
         agg.handle_message(msg, now)

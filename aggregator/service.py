@@ -1,17 +1,21 @@
 """The aggregator's loop: receive ▸ decode ▸ pipeline ▸ outputs.
 
 Outputs ("sinks") take final records; `--min-latency` is applied once here so
-the terminal, log file and metrics always agree.
+the terminal, log file and metrics always agree.  Each tick builds one ledger
+snapshot (aggregator/ledger.py) that every sink's tick reads; `snapshot` is
+the latest, for the stop summary.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Callable, Iterable, Mapping, Optional, Protocol
 
-from s3slower.aggregator.pipeline import Pipeline, PipelineStats
+from s3slower.aggregator.ledger import Book, Snapshot
+from s3slower.aggregator.pipeline import Pipeline
 from s3slower.aggregator.records import Record
 from s3slower.aggregator.subscriber import Subscriber
 from s3slower.common import protocol
+from s3slower.common.losses import Loss
 from s3slower.common.protocol import MsgKind
 
 TICK_NS = 1_000_000_000
@@ -20,21 +24,29 @@ MAX_WAIT_MS = 1000          # a stop asked for by a signal is seen within this
 
 class Sink(Protocol):
     def emit(self, rec: Record) -> None: ...
-    def tick(self, stats: PipelineStats, now_wall_ns: int) -> None: ...
+    def tick(self, snap: Snapshot, now_wall_ns: int) -> None: ...
     def close(self) -> None: ...
 
 
 class Aggregator:
     def __init__(self, subscriber: Subscriber, pipeline: Pipeline, sinks: Iterable[Sink],
                  *, min_latency_ms: float = 0.0,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns,
+                 loss_sources: Iterable[Callable[[], Mapping[Loss, int]]] = ()):
+        """`loss_sources`: the outputs' and subscriber's ledger totals."""
         self.subscriber = subscriber
         self.pipeline = pipeline
         self.sinks = list(sinks)
         self.min_latency_ns = int(min_latency_ms * 1e6)
         self.clock = clock
+        self.book = Book(loss_sources)
         self.byes = 0
         self.hellos = 0
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The last tick's (run() and replay end with a tick)."""
+        return self.book.last
 
     def set_min_latency(self, ms: float) -> None:
         self.min_latency_ns = int(ms * 1e6)
@@ -51,8 +63,8 @@ class Aggregator:
         for frame in frames:
             try:
                 msg = protocol.decode(frame)
-            except protocol.ProtocolError:
-                self.pipeline.count_malformed()
+            except protocol.ProtocolError as exc:
+                self.pipeline.count_malformed(f"frame of {len(frame)} bytes: {exc}")
                 continue
             self.handle_message(msg, now)
 
@@ -66,9 +78,9 @@ class Aggregator:
     def tick(self) -> None:
         now = self.clock()
         self._emit(self.pipeline.tick(now))
-        stats = self.pipeline.statistics()
+        snap = self.book.snapshot(self.pipeline.statistics())
         for s in self.sinks:
-            s.tick(stats, now)
+            s.tick(snap, now)
 
     def run(self, should_stop: Callable[[], bool],
             on_ready: Optional[Callable[[], None]] = None,

@@ -13,7 +13,8 @@ drive the terminal.  STATUS is `-` when no response was seen and `NNN*` when
 the response never finished.  Colour (ANSI) only when the caller says so (see
 `use_color`): errors red, slow requests (>= `slow_ms`) yellow.  The header is
 repeated every `header_every` rows; the status line shows requests/s, totals,
-errors and loss by source — `loss 0` when there is none (STYLE habit 3).
+errors and loss by source — `loss 0` when there is none (STYLE habit 3) — then
+the tick's ledger's other families (tracer errors, skipped bytes) when not 0.
 
 `TerminalWriter` takes records on the tracing thread and hands them to a
 daemon thread through a bounded queue; a slow or blocked stdout drops lines
@@ -28,9 +29,10 @@ import queue
 import threading
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional, Protocol, TextIO
+from typing import Mapping, Optional, Protocol, TextIO
 
 from s3slower.aggregator.records import Record
+from s3slower.common.losses import Family
 
 # A human reads a few dozen rows a second; 4096 queued lines is already
 # seconds behind, and at ~1 KB per queued record a bounded 4 MB.  Later rows
@@ -160,6 +162,8 @@ class StatusSnapshot:
     requests: int
     errors: int
     loss: Mapping[str, int]          # source -> total lost
+    # the ledger's other families: (status word, source -> total)
+    more: tuple[tuple[str, Mapping[str, int]], ...] = ()
 
 
 class Renderer(Protocol):
@@ -224,14 +228,14 @@ class TableRenderer:
 
 
 def status_line(snap: StatusSnapshot, width: int, color: bool = False) -> str:
-    total = sum(snap.loss.values())
-    detail = ", ".join(f"{src} {n}" for src, n in
-                       sorted(snap.loss.items(), key=lambda kv: (-kv[1], kv[0])) if n)
     parts = [("-- ", ""), (f"{snap.requests_per_s:.1f} req/s  ", ""),
              (f"{snap.requests} requests  ", ""),
              (f"{snap.errors} errors", RED if snap.errors else ""), ("  ", ""),
-             (f"loss {total}" + (f" ({detail})" if detail else ""), YELLOW if total else ""),
-             (" ", "")]
+             _counts("loss", snap.loss)]
+    for word, counts in snap.more:
+        if any(counts.values()):
+            parts += [("  ", ""), _counts(word, counts)]
+    parts.append((" ", ""))
     out, room = [], width
     for text, code in parts:
         text = clean(text)
@@ -240,6 +244,14 @@ def status_line(snap: StatusSnapshot, width: int, color: bool = False) -> str:
         room -= display_width(text)
         out.append(f"{code}{text}{RESET}" if color and code else text)
     return "".join(out) + "-" * room
+
+
+def _counts(word: str, counts: Mapping[str, int]) -> tuple[str, str]:
+    """`word total (source n, ...)`, largest first, and its colour."""
+    total = sum(counts.values())
+    detail = ", ".join(f"{src} {n}" for src, n in
+                       sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n)
+    return f"{word} {total}" + (f" ({detail})" if detail else ""), YELLOW if total else ""
 
 
 class SimpleRenderer:
@@ -304,12 +316,10 @@ class TerminalWriter:
 
     def __init__(self, stream: TextIO, renderer: Renderer, *,
                  max_queued_lines: int = TERMINAL_QUEUE_LINES,
-                 status_every_s: float = DEFAULT_STATUS_EVERY_S,
-                 loss_sources: Iterable[Callable[[], Mapping[str, int]]] = ()):
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S):
         self.stream = stream
         self.renderer = renderer
         self.status_every_ns = int(status_every_s * 1e9)
-        self.loss_sources = list(loss_sources)
         self._q: queue.Queue = queue.Queue(maxsize=max_queued_lines)
         self._requests = self._errors = 0
         self._dropped_full = 0               # counted by the caller's thread
@@ -326,7 +336,7 @@ class TerminalWriter:
         self._errors += rec.is_error
         self._put(rec)
 
-    def tick(self, stats, now_wall_ns: int) -> None:  # stats: pipeline.PipelineStats
+    def tick(self, snap, now_wall_ns: int) -> None:  # snap: ledger.Snapshot
         if self._last_status is None:
             self._last_status = (now_wall_ns, self._requests)
             return
@@ -334,12 +344,11 @@ class TerminalWriter:
         if now_wall_ns - then < self.status_every_ns:
             return
         self._last_status = (now_wall_ns, self._requests)
-        loss = dict(getattr(stats, "lost", {}) or {})
-        for fn in self.loss_sources:
-            loss.update(fn())
-        loss["terminal"] = self._dropped_full + self._dropped_io
         rate = (self._requests - count) / ((now_wall_ns - then) / 1e9)
-        self._put(StatusSnapshot(rate, self._requests, self._errors, loss))
+        led = snap.ledger
+        more = tuple((f.word, led.family(f)) for f in Family if f is not Family.LOST)
+        self._put(StatusSnapshot(rate, self._requests, self._errors, led.family(Family.LOST),
+                                 more))
 
     def _put(self, item: object) -> None:
         if self._closed:

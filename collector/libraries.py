@@ -33,6 +33,8 @@ from elftools.elf.elffile import ELFFile
 from s3slower.collector import filecache, golang, x86entry
 from s3slower.collector.elfsyms import Symbols
 from s3slower.collector.processes import all_pids
+from s3slower.common.losses import Loss
+from s3slower.reasons import note
 
 # (symbol, BPF entry function, BPF return function) per library family.
 OPENSSL_PROBES = (
@@ -183,8 +185,9 @@ class LibraryFinder:
                 return _at_file_offsets(elf, lib) if lib else None
         except OSError:
             return None
-        except (ELFError, struct.error, golang.GoBinaryError, ValueError):
+        except (ELFError, struct.error, golang.GoBinaryError, ValueError) as exc:
             self.parse_errors += 1
+            note(Loss.ELF_PARSE, f"{path}: {type(exc).__name__}: {exc}")
             return None
         return None
 

@@ -20,6 +20,8 @@ from s3slower import bpf as bpf_src
 from s3slower.collector import uprobe_links
 from s3slower.collector.libraries import Library, ProbePoint
 from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
+from s3slower.common.losses import Loss
+from s3slower.reasons import note
 
 # the hash maps (the task-local `threads` cannot be listed; it dies with its thread)
 MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_go", "go_pids", "seen_pids")
@@ -121,16 +123,19 @@ class Probes:
             try:
                 prog = self.bpf.load_func(fn.encode(), self._kprobe,
                                           attach_type=self._uprobe_type).fd
-            except Exception:  # BCC raises bare Exception
+            except Exception as exc:  # BCC raises bare Exception
                 self.attach_errors += len(points)
+                note(Loss.ATTACH, f"cannot load {fn} for {lib.path}: {exc}", len(points))
                 continue
-            for part in (points, *([pt] for pt in points)):
+            # the group, then (if it is refused) each point alone: a lone point once
+            for part in (points, *([pt] for pt in points if len(points) > 1)):
                 try:
                     fds.append(uprobe_links.attach(prog, lib.path, [p.offset for p in part],
                                                    ret, pid))
-                except OSError:
+                except OSError as exc:
                     if len(part) == 1:
                         self.attach_errors += 1
+                        note(Loss.ATTACH, f"{fn} at {lib.path}+{part[0].offset:#x}: {exc}")
                     continue
                 done += part
                 if part is points:
@@ -144,8 +149,9 @@ class Probes:
             try:
                 how(name=lib.path.encode(), addr=pt.addr, fn_name=pt.fn.encode(), pid=pid)
                 done.append(pt)
-            except Exception:  # BCC raises bare Exception (e.g. the process is gone)
+            except Exception as exc:  # BCC raises bare Exception (e.g. the process is gone)
                 self.attach_errors += 1
+                note(Loss.ATTACH, f"{pt.fn} at {lib.path}:{pt.addr:#x} pid {pid}: {exc}")
         return done
 
     def detach_pid(self, pid: int) -> None:
@@ -161,8 +167,9 @@ class Probes:
         how = self.bpf.detach_uretprobe if pt.ret else self.bpf.detach_uprobe
         try:
             how(name=path.encode(), addr=pt.addr, pid=pid)
-        except Exception:  # BCC raises bare Exception; count, do not hide
+        except Exception as exc:  # BCC raises bare Exception; count, do not hide
             self.detach_errors += 1
+            note(Loss.DETACH, f"{pt.fn} at {path}:{pt.addr:#x} pid {pid}: {exc}")
 
     @property
     def probes_attached(self) -> int:
@@ -204,12 +211,10 @@ class Probes:
                 except KeyError:
                     pass
 
-    def lost_counts(self) -> dict[str, int]:
+    def lost_counts(self) -> dict[Loss, int]:
         table = self.bpf[b"lost"]
-        out = {}
-        for slot, name in KERNEL_LOSS_SLOTS.items():
-            out[name] = int(sum(table.getvalue(ctypes.c_int(slot))))
-        return out
+        return {loss: int(sum(table.getvalue(ctypes.c_int(slot))))
+                for slot, loss in KERNEL_LOSS_SLOTS.items()}
 
     def map_sizes(self) -> dict[str, int]:
         return {name: len(list(self.bpf[name.encode()].keys()))

@@ -22,7 +22,9 @@ from typing import BinaryIO, Optional
 import zmq
 
 from s3slower.common import protocol, recording
+from s3slower.common.losses import Loss
 from s3slower.common.protocol import Message, MsgKind
+from s3slower.reasons import note
 
 MAX_OUTBOX_MESSAGES = 20_000       # ~20 s of batches at a busy 1,000/s
 MAX_OUTBOX_BYTES = 128 * 1024 * 1024
@@ -90,6 +92,8 @@ class Publisher:
                 or self._outbox_bytes + estimate > self.max_bytes):
             self._dropped_messages += 1
             self._dropped_events += n_events
+            note(Loss.COLLECTOR_OUTBOX, f"outbox full ({len(self._outbox)} messages, "
+                 f"{self._outbox_bytes} bytes): a {kind.name} message dropped", n_events)
             self.flush()
             return False
         frame = protocol.encode(Message(kind, self.hostname, self.instance, self._seq,

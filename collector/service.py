@@ -18,6 +18,7 @@ from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.collector.tracker import Tracker
 from s3slower.common.events import FIELD_OFFSETS, Kind, MalformedEvent, decode_event
+from s3slower.common.losses import Loss, heartbeat_maps, summary
 from s3slower.common.protocol import MsgKind
 from s3slower.common.targets import ProcInfo, Selection, Target
 
@@ -47,6 +48,8 @@ class CollectorStats:
     exits: int
     probes_attached: int      # uprobes in place (per pid in targets mode)
     attach_errors: int
+    detach_errors: int
+    elf_parse_errors: int     # files that looked like ELF but did not parse
 
 
 class Collector:
@@ -111,13 +114,25 @@ class Collector:
         return CollectorStats(self._events, self._batches, len(self.tracker.traced),
                               sum(1 for n in self.probes.attached.values() if n),
                               self._execs, self._exits, self.probes.probes_attached,
-                              self.probes.attach_errors)
+                              self.probes.attach_errors, self.probes.detach_errors,
+                              self.tracker.finder.parse_errors)
+
+    def losses(self) -> dict[Loss, int]:
+        """This host's members of the ledger (common/losses.py, Stage.reported)."""
+        st = self.statistics()
+        return {**self.probes.lost_counts(),
+                Loss.COLLECTOR_OUTBOX: self.publisher.statistics().dropped_events,
+                Loss.ATTACH: st.attach_errors, Loss.DETACH: st.detach_errors,
+                Loss.ELF_PARSE: st.elf_parse_errors}
+
+    def summary(self) -> dict:
+        """The stop summary: statistics, publisher statistics and the ledger."""
+        return {**asdict(self.statistics()), **asdict(self.publisher.statistics()),
+                **summary(self.losses())}
 
     def heartbeat(self) -> None:
-        pub = self.publisher.statistics()
-        lost = self.probes.lost_counts()
-        lost["collector_outbox"] = pub.dropped_events
-        stats = {**asdict(self.statistics()), **asdict(pub)}
+        lost, errors = heartbeat_maps(self.losses())
+        stats = {**asdict(self.statistics()), **asdict(self.publisher.statistics()), **errors}
         self.publisher.publish(MsgKind.HEARTBEAT, {"stats": stats, "lost": lost})
 
     def run(self, should_stop: Callable[[], bool],

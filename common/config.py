@@ -60,7 +60,9 @@ class PrometheusConfig:
     enabled: bool = False                   # like --prometheus
     prom_exporter_host: str = "::"          # --host
     prom_exporter_port: int = 9000          # --port
-    buffer_size: int = 1000                 # samples held between pipeline and exporter
+    # Deprecated: accepted (the Go tool's files have it) and ignored, with a
+    # warning -- the metrics are read from the ledger when scraped, no buffer.
+    buffer_size: Optional[int] = None
 
 
 @dataclass(frozen=True)

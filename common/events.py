@@ -9,6 +9,8 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from s3slower.common.losses import Loss
+
 COMM_LEN = 16
 TAIL_LEN = 16
 MAX_CAPTURE = 4096
@@ -52,7 +54,7 @@ class Source(enum.IntEnum):
 
 
 # Slots of the kernel's `lost` per-CPU array (bpf/s3slower.bpf.c LOST_*).
-KERNEL_LOSS_SLOTS = {0: "ringbuf", 1: "tls_no_socket", 2: "thread_state"}
+KERNEL_LOSS_SLOTS = {0: Loss.RINGBUF, 1: Loss.TLS_NO_SOCKET, 2: Loss.THREAD_STATE}
 
 
 class MalformedEvent(ValueError):

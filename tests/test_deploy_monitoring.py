@@ -33,6 +33,8 @@ EXPORTED_METRICS = {
     "s3slower_time_to_first_byte_ms": "histogram",
     "s3slower_response_status_total": "counter",
     "s3slower_events_lost_total": "counter",
+    "s3slower_tracer_errors_total": "counter",
+    "s3slower_skipped_bytes_total": "counter",
     "s3slower_collector_up": "gauge",
     "s3slower_collector_last_heartbeat_timestamp_seconds": "gauge",
     "s3slower_label_overflow_total": "counter",
@@ -154,8 +156,8 @@ def test_exported_names_are_what_the_exporter_declares():
     """The constant above against the real registry of the aggregator's exporter."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from s3slower.aggregator.metrics import Metrics
+    from s3slower.aggregator.metrics import Metrics, MetricsSink
     registry = CollectorRegistry()
-    Metrics(registry)
+    MetricsSink(Metrics(registry), registry)        # as build_outputs wires it
     declared = families_from_exposition(generate_latest(registry).decode())
     assert declared == EXPORTED_METRICS

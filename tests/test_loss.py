@@ -12,6 +12,7 @@ import zmq
 from conftest import need_root_bpf
 from s3slower.aggregator.pipeline import Pipeline
 from s3slower.common import protocol
+from s3slower.common.losses import Loss
 from s3slower.common.protocol import Message, MsgKind
 
 
@@ -102,7 +103,7 @@ def test_full_ring_buffer_is_counted_by_the_kernel_and_reported():
             c.recv(100)
         t.join(5)
         col.probes.consume()
-        assert col.probes.lost_counts()["ringbuf"] >= len(body) // 8192
+        assert col.probes.lost_counts()[Loss.RINGBUF] >= len(body) // 8192
         col.heartbeat()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

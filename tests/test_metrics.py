@@ -12,8 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s3slower.aggregator import metrics as metrics_mod
 from s3slower.aggregator.metrics import (LATENCY_BUCKETS_MS, OTHER, Metrics, MetricsSink)
+from s3slower.aggregator.ledger import EMPTY, Snapshot
 from s3slower.aggregator.metrics_server import serve
 from s3slower.aggregator.records import Record
+from s3slower.common.losses import Ledger, Loss
 
 REFERENCE_EIGHT = (
     "s3slower_requests_total", "s3slower_request_errors_total",
@@ -138,21 +140,25 @@ def test_min_max_are_those_of_the_interval_that_last_ended(reg):
     assert m.statistics().intervals == 3
 
 
-def test_lost_counter_only_grows_by_the_delta(reg):
-    m = Metrics(reg)
-    def g(src: str):
-        return reg.get_sample_value("s3slower_events_lost_total", {"source": src})
+def _ledger_tick(sink: MetricsSink, counts: dict, now_ns: int = 0, collectors=()) -> None:
+    stats = dataclasses.replace(EMPTY.pipeline, collectors=tuple(collectors))
+    sink.tick(Snapshot(stats, Ledger.of(counts)), now_ns)
 
-    m.set_loss("ringbuf", 0)
-    assert g("ringbuf") == 0                       # exported even when zero
-    seen = []
-    for total in (5, 5, 3, 9, 0, 12):
-        m.set_loss("ringbuf", total)
-        seen.append(g("ringbuf"))
-    assert seen == [5, 5, 5, 9, 9, 12]
-    assert m.statistics().loss_regressions == 2
-    m.set_loss("transport", 4)
-    assert g("transport") == 4 and g("ringbuf") == 12
+
+def test_ledger_is_exported_as_it_is_at_scrape_time(reg):
+    sink = MetricsSink(Metrics(reg), reg)
+    def g(loss: Loss):
+        return reg.get_sample_value(loss.family.metric + "_total", {"source": loss.label})
+
+    assert all(g(m) == 0 for m in Loss)            # every source exported, from 0 on
+    _ledger_tick(sink, {Loss.RINGBUF: 5, Loss.SUPERSEDED: 2, Loss.STREAM_SKIPPED: 30})
+    assert (g(Loss.RINGBUF), g(Loss.SUPERSEDED), g(Loss.STREAM_SKIPPED)) == (5, 2, 30)
+    assert g(Loss.TRANSPORT) == 0
+    _ledger_tick(sink, {Loss.RINGBUF: 12, Loss.TRANSPORT: 4})
+    assert g(Loss.TRANSPORT) == 4 and g(Loss.RINGBUF) == 12
+    families = {f.name for f in reg.collect()}
+    assert {"s3slower_events_lost", "s3slower_tracer_errors",
+            "s3slower_skipped_bytes"} <= families
 
 
 def test_collector_up_drops_after_3s_without_heartbeat(reg):
@@ -259,16 +265,16 @@ def test_statistics_is_a_frozen_snapshot(reg):
 
 def test_sink_feeds_loss_collectors_and_time(reg):
     m = Metrics(reg)
-    sink = MetricsSink(m, loss_sources=[lambda: {"terminal": 3}])
+    sink = MetricsSink(m, reg)
     coll = SimpleNamespace(hostname="c1", last_heartbeat_wall_ns=5_000_000_000)
-    stats = SimpleNamespace(lost={"ringbuf": 7}, collectors=(coll,))
+    counts = {Loss.RINGBUF: 7, Loss.TERMINAL: 3}
     sink.emit(rec())
-    sink.tick(stats, 6_000_000_000)
+    _ledger_tick(sink, counts, 6_000_000_000, [coll])
     g = reg.get_sample_value
     assert g("s3slower_events_lost_total", {"source": "ringbuf"}) == 7
     assert g("s3slower_events_lost_total", {"source": "terminal"}) == 3
     assert g("s3slower_collector_up", {"hostname": "c1"}) == 1
-    sink.tick(stats, 9_000_000_000)
+    _ledger_tick(sink, counts, 9_000_000_000, [coll])
     assert g("s3slower_collector_up", {"hostname": "c1"}) == 0
     assert g("s3slower_requests_total", lbl(rec())) == 1
 
@@ -297,9 +303,10 @@ def endpoint(reg):
 
 def test_endpoint_names_labels_and_growing_counters(reg, endpoint):
     m = Metrics(reg, extra_label_keys=("client",))
+    sink = MetricsSink(m, reg)
     m.tick(0.0)
     m.collector_seen("h1", 4.5)
-    m.set_loss("ringbuf", 2)
+    _ledger_tick(sink, {Loss.RINGBUF: 2}, 0)
     m.observe(rec(operation="UploadPart", request_size=5 << 20, labels={"client": "aws"}))
     m.observe(rec(status_code=503, labels={"client": "aws"}))
     m.tick(5.0)
@@ -325,9 +332,7 @@ def test_endpoint_names_labels_and_growing_counters(reg, endpoint):
     assert [(s.labels, s.value) for s in up] == [({"hostname": "h1"}, 1.0)]
 
     m.observe(rec(labels={"client": "aws"}))
-    m.set_loss("ringbuf", 1)                       # a smaller total: no decrease
-    m.set_loss("ringbuf", 6)
-    m.tick(10.0)
+    _ledger_tick(sink, {Loss.RINGBUF: 6}, 10 * 10**9)
     second = _scrape(endpoint.port)
     before, after = _counter_values(first), _counter_values(second)
     assert before.keys() <= after.keys()

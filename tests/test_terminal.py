@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from s3slower.aggregator.records import Record
+from s3slower.common.losses import Ledger, Loss
 from s3slower.aggregator.terminal import (COLUMNS, WRITE_BATCH_LINES, JsonRenderer,
                                           SimpleRenderer, StatusSnapshot, TableRenderer,
                                           TerminalWriter, display_width, make_renderer,
@@ -165,7 +166,7 @@ def test_simple_and_json_outputs():
 def test_writer_writes_rows_and_status_lines():
     out = io.StringIO()
     w = TerminalWriter(out, TableRenderer(width=80), status_every_s=5.0)
-    stats = SimpleNamespace(lost={"ringbuf": 0})
+    stats = SimpleNamespace(ledger=Ledger.of({Loss.RINGBUF: 0}))
     w.tick(stats, 0)
     for _ in range(10):
         w.emit(rec())
