@@ -169,6 +169,8 @@ def _output_options(f):
         click.option("--max-buckets", type=click.IntRange(min=1), default=1000,
                      show_default=True,
                      help="Bucket label values in metrics, __other__ (the rest) included."),
+        click.option("--container-label", is_flag=True,
+                     help="Add a container_id label to the request metrics."),
         click.option("--max-url-length", type=click.IntRange(min=8), default=50,
                      show_default=True, help="KEY column truncation length."),
         click.option("--path-style-endpoint", "path_style_endpoints", multiple=True,
@@ -191,7 +193,7 @@ def _output_options(f):
 CHILD_PARAMS = ("output", "min_latency", "prometheus", "port", "host", "interval",
                 "max_buckets", "max_url_length", "path_style_endpoints", "log_dir",
                 "log_max_size", "log_max_backups", "no_log", "debug", "config_path",
-                "targets_file")
+                "targets_file", "container_label")
 
 
 def _child_args(ctx: click.Context) -> list[str]:
@@ -402,6 +404,9 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
         raise click.UsageError("give one of --connect, --bind or --replay")
     curve = aggregator_curve(list(connects or binds), curve_secret_key, allowed_keys, insecure)
     extra_labels = label_keys(_targets(targets_file))
+    if o["container_label"] and "container_id" in extra_labels:
+        raise click.UsageError("a target's prom_labels key container_id collides with "
+                               "--container-label; rename that key")
     replay_file = open(replay_path, "rb") if replay_path else None   # before dropping root
     launch.drop_privileges(user, allow_root)
     opts = OutputOptions(
@@ -409,7 +414,8 @@ def aggregator(ctx, connects, binds, targets_file, curve_secret_key, allowed_key
         log_dir=None if o["no_log"] else o["log_dir"], log_max_size_mb=o["log_max_size"],
         log_max_backups=o["log_max_backups"], prometheus=o["prometheus"],
         prom_host=o["host"], prom_port=o["port"], extra_label_keys=extra_labels,
-        max_buckets=o["max_buckets"], interval_s=o["interval"])
+        max_buckets=o["max_buckets"], interval_s=o["interval"],
+        container_label=o["container_label"])
     pipeline = Pipeline(path_style_hosts=frozenset(o["path_style_endpoints"]))
     if replay_file:
         from s3slower.aggregator.replay import replay

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from s3slower.aggregator import redact, s3ops
+from s3slower.aggregator.containers import Container
 from s3slower.aggregator.http1 import Chunk, End, Head, Lost, Parser, Progress
 from s3slower.aggregator.records import Record
 from s3slower.common.events import Source
@@ -43,6 +44,7 @@ class Peer:
     comm: str
     labels: Mapping[str, str]
     address: str          # remote ip:port from connect(), "" if unseen
+    container: Optional[Container] = None     # None: not in a container (or unknown)
 
 
 @dataclass
@@ -172,7 +174,7 @@ class Connection:
             response_size=response_size,
             ttfb_ns=max(ttfb, 0), latency_ns=max(latency, 0),
             tls=_tls_name(h.source), complete=bool(end and end.complete),
-            labels=self.peer.labels)
+            labels=self.peer.labels, container=self.peer.container)
 
 
 def _tls_name(source: int) -> str:

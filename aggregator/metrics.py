@@ -5,8 +5,9 @@ Invariants
 * Every label is bounded (STYLE habit 8).  Each label of the request series takes
   at most a named number of distinct values, `__other__` included: the bucket
   label `max_buckets`, the hostname MAX_HOSTNAMES, every other one
-  MAX_LABEL_VALUES.  A value beyond its cap is exported as `__other__` and
-  counted in `s3slower_label_overflow_total{label}`.  Whole label sets are
+  MAX_LABEL_VALUES, the optional `container_id` MAX_CONTAINER_VALUES.  A value
+  beyond its cap is exported as `__other__` and counted in
+  `s3slower_label_overflow_total{label}`.  Whole label sets are
   capped at MAX_LABEL_SETS the same way.
 * Label sets not seen for `series_ttl_s` (exited processes, finished jobs) are
   removed with `.remove(*labels)` and counted in `s3slower_series_expired_total`;
@@ -53,6 +54,7 @@ from s3slower.aggregator.records import Record
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 BASE_LABELS = ("hostname", "comm", "s3_operation", "bucket", "endpoint")
+CONTAINER_LABEL = "container_id"    # optional, off: the Go tool's label set
 OTHER = "__other__"
 MULTIPART_OPERATIONS = frozenset({
     "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
@@ -69,6 +71,7 @@ MAX_LABEL_VALUES = 1_000
 # Each label set costs ~40 series (two histograms); 50k sets ~ 2M series is
 # the most one Prometheus target should ever carry.
 MAX_LABEL_SETS = 50_000
+MAX_CONTAINER_VALUES = 500      # kubelet's --max-pods is 110, a few containers each
 MAX_STATUS_SERIES = 10_000      # (hostname, operation, status) triples
 
 
@@ -124,13 +127,17 @@ class _ValueCap:
 class Metrics:
     def __init__(self, registry: CollectorRegistry, *,
                  extra_label_keys: tuple[str, ...] = (), max_buckets: int = 1000,
-                 interval_s: float = 5.0, series_ttl_s: float = DEFAULT_SERIES_TTL_S):
+                 interval_s: float = 5.0, series_ttl_s: float = DEFAULT_SERIES_TTL_S,
+                 container_label: bool = False):
         self.extra_label_keys = tuple(extra_label_keys)
-        self.label_names = BASE_LABELS + self.extra_label_keys
+        self.container_label = container_label
+        optional = (CONTAINER_LABEL,) if container_label else ()
+        self.label_names = BASE_LABELS + self.extra_label_keys + optional
         self.interval_s = interval_s
         self.series_ttl_s = series_ttl_s
         limits = {"hostname": MAX_HOSTNAMES, "bucket": max_buckets}
-        self._caps = [_ValueCap(limits.get(n, MAX_LABEL_VALUES)) for n in self.label_names]
+        caps = [limits.get(n, MAX_LABEL_VALUES) for n in BASE_LABELS + self.extra_label_keys]
+        self._caps = [_ValueCap(n) for n in caps + [MAX_CONTAINER_VALUES] * len(optional)]
         self._define(registry)
         self._sets: dict[tuple[str, ...], float] = {}     # label set -> last seen (s)
         self._kids: dict[tuple[str, ...], _Children] = {}
@@ -222,6 +229,8 @@ class Metrics:
     def _label_set(self, rec: Record) -> tuple[str, ...]:
         raw = (rec.hostname, rec.comm, rec.operation, rec.bucket, rec.endpoint) + \
             tuple(str(rec.labels.get(k, "")) for k in self.extra_label_keys)
+        if self.container_label:
+            raw += (rec.container_id,)
         if raw in self._sets:
             return raw
         ls = tuple(self._admit(name, cap, v)

@@ -31,6 +31,7 @@ class OutputOptions:
     prom_port: int = 9000
     extra_label_keys: tuple[str, ...] = ()
     max_buckets: int = 1000
+    container_label: bool = False
     interval_s: float = 5.0
 
 
@@ -73,7 +74,8 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         from s3slower.aggregator.metrics_server import serve
         registry = CollectorRegistry(auto_describe=True)
         out.metrics = Metrics(registry, extra_label_keys=opts.extra_label_keys,
-                              max_buckets=opts.max_buckets, interval_s=opts.interval_s)
+                              max_buckets=opts.max_buckets, interval_s=opts.interval_s,
+                              container_label=opts.container_label)
         sink = MetricsSink(out.metrics, registry)
         out.sinks.append(sink)
         out.server = serve(registry, opts.prom_host, opts.prom_port, health=sink.health)

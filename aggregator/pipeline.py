@@ -21,8 +21,9 @@ import collections
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple, Optional
 
+from s3slower.aggregator import containers
 from s3slower.aggregator.correlate import Connection, Peer
 from s3slower.aggregator.http1 import Chunk
 from s3slower.aggregator.records import Record
@@ -54,6 +55,15 @@ class CollectorState:
     reported: Mapping[Loss, int]     # its ledger members, from its last heartbeat
 
 
+class _Process(NamedTuple):
+    """What a PROCESS announcement says that records carry."""
+    labels: Mapping[str, str]
+    container: Optional[containers.Container]
+
+
+_UNANNOUNCED = _Process({}, None)
+
+
 @dataclass(frozen=True)
 class PipelineStats:
     messages: int
@@ -78,8 +88,9 @@ class Pipeline:
         self.path_style_hosts = path_style_hosts
         self._conns: collections.OrderedDict[tuple, Connection] = collections.OrderedDict()
         self._by_pid: dict[tuple[int, int], set[tuple]] = {}   # (instance, pid) -> conn keys
-        # (instance, pid) -> PROCESS body; conn key -> remote address
-        self._procs: collections.OrderedDict[tuple[int, int], dict] = collections.OrderedDict()
+        # (instance, pid) -> its announcement; conn key -> remote address
+        self._procs: collections.OrderedDict[tuple[int, int], _Process] = \
+            collections.OrderedDict()
         self._addrs: collections.OrderedDict[tuple, str] = collections.OrderedDict()
         self._collectors: collections.OrderedDict[str, CollectorState] = \
             collections.OrderedDict()                     # hostname -> state
@@ -93,8 +104,9 @@ class Pipeline:
         if msg.kind is MsgKind.EVENTS:
             return self._events_batch(msg)
         if msg.kind is MsgKind.PROCESS:
-            if _bounded_put(self._procs, (msg.instance, msg.body["pid"]), msg.body,
-                            MAX_PROCESSES) is not None:
+            pid = msg.body["pid"]
+            proc = _Process(msg.body.get("labels", {}), containers.from_process(msg.body, pid))
+            if _bounded_put(self._procs, (msg.instance, pid), proc, MAX_PROCESSES) is not None:
                 self._count(Loss.PROCESS_EVICTED, f"over {MAX_PROCESSES} processes")
         return []
 
@@ -164,9 +176,9 @@ class Pipeline:
         if conn is not None:
             self._conns.move_to_end(key)
             return conn
-        proc = self._procs.get((msg.instance, key[1]), {})
-        peer = Peer(msg.hostname, key[1], comm, proc.get("labels", {}),
-                    self._addrs.pop(key, ""))
+        proc = self._procs.get((msg.instance, key[1]), _UNANNOUNCED)
+        peer = Peer(msg.hostname, key[1], comm, proc.labels, self._addrs.pop(key, ""),
+                    proc.container)
         conn = Connection(peer, msg.wall_offset_ns, self.path_style_hosts)
         self._conns[key] = conn
         self._by_pid.setdefault(key[:2], set()).add(key)

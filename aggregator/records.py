@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Optional
+
+from s3slower.aggregator.containers import Container
 
 
 # slots, not frozen: a frozen dataclass's __init__ costs ~1 µs more per
@@ -33,6 +35,7 @@ class Record:
     tls: str                    # openssl|gnutls|nss|go|s2n|none
     complete: bool
     labels: Mapping[str, str] = field(default_factory=dict)
+    container: Optional[Container] = None   # None: the process is not in a container
 
     @property
     def is_error(self) -> bool:
@@ -46,8 +49,14 @@ class Record:
     def ttfb_ms(self) -> float:
         return self.ttfb_ns / 1e6
 
+    @property
+    def container_id(self) -> str:
+        return self.container.id if self.container else ""
+
     def to_json_dict(self) -> dict:
-        return {
+        """A process in a container adds `cgroup`, `container_id` and
+        `container_pid`; any other leaves all three out (docs/containers.md)."""
+        d = {
             "timestamp": rfc3339(self.start_wall_ns),
             "hostname": self.hostname,
             "pid": self.pid,
@@ -70,6 +79,11 @@ class Record:
             "complete": self.complete,
             "labels": dict(self.labels),
         }
+        if self.container is not None:
+            d["cgroup"] = self.container.cgroup
+            d["container_id"] = self.container.id
+            d["container_pid"] = self.container.pid
+        return d
 
 
 def rfc3339(wall_ns: int) -> str:

@@ -2,6 +2,12 @@
 
 It reads two header fields of each record (kind and pid) to follow process
 lifetimes; it never looks at captured bytes.
+
+Every process whose records it sends is announced (PROCESS, with its cgroup
+and namespace pid) before the first EVENTS message that carries them: in
+targets mode by the tracker as the process is selected, when tracing
+everything at the process's first connect (once per process image: again
+after an exec, forgotten at exit).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+from s3slower.collector import processes
 from s3slower.collector.libraries import LibraryFinder
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
@@ -34,6 +41,10 @@ BATCH_MAX_BYTES = 1024 * 1024    # ... or this many bytes (well under MAX_MESSAG
 GATHER_S = 0.020
 GATHER_BELOW = 256
 HEARTBEAT_NS = 1_000_000_000
+# Processes announced when tracing everything, forgotten at their EXIT; the
+# kernel reports the EXIT of at most this many (its seen_pids map), so beyond
+# it the set starts afresh (a process announced twice is harmless).
+MAX_ANNOUNCED = 65536
 _KIND_OFF = FIELD_OFFSETS["kind"]
 _PID_OFF = FIELD_OFFSETS["pid"]
 
@@ -67,6 +78,9 @@ class Collector:
         self._batches = 0
         self._execs = 0
         self._exits = 0
+        self._connected: list[int] = []       # pids that connected since the last batch
+        self._announced: set[int] = set()
+        self._announce_connects = selection.trace_all
         finder = finder or LibraryFinder()
         # The BPF compile (C, without the GIL) and inspecting the files the
         # host's processes map (Python) take the same second: side by side.
@@ -89,22 +103,41 @@ class Collector:
         if kind == Kind.EXEC or kind == Kind.EXIT:
             self._lifecycle.append((kind, int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"),
                                     raw))
+        elif kind == Kind.CONNECT and self._announce_connects:
+            self._connected.append(int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"))
         if len(self._batch) >= BATCH_MAX_EVENTS or self._batch_bytes >= BATCH_MAX_BYTES:
             self._send_batch()
 
     def _send_batch(self) -> None:
         if not self._batch:
             return
+        self._announce_connected()
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         self._events += len(batch)
         self._batches += 1
         self.publisher.publish(MsgKind.EVENTS, {"events": batch}, n_events=len(batch))
 
     def _announce(self, info: ProcInfo, target: Target) -> None:
-        self.publisher.publish(MsgKind.PROCESS, {
-            "pid": info.pid, "comm": info.comm, "exe": info.exe,
-            "cmdline": info.cmdline[:512], "target": target.id,
-            "labels": dict(target.prom_labels)})
+        body = {"pid": info.pid, "comm": info.comm, "exe": info.exe,
+                "cmdline": info.cmdline[:512], "target": target.id,
+                "labels": dict(target.prom_labels)}
+        where = processes.placement(info.pid)
+        if where is not None:
+            body["cgroup"], body["ns_pid"] = where
+        self.publisher.publish(MsgKind.PROCESS, body)
+
+    def _announce_connected(self) -> None:
+        """Everything-mode: announce the processes new among this batch's connects."""
+        pids, self._connected = self._connected, []
+        for pid in pids:
+            if pid in self._announced:
+                continue
+            if len(self._announced) >= MAX_ANNOUNCED:
+                self._announced.clear()
+            self._announced.add(pid)
+            info = processes.proc_info(pid)
+            if info is not None:        # else gone already: nothing left to say
+                self._announce(info, self.tracker.selection.match_all)
 
     def start(self) -> None:
         self.publisher.publish(MsgKind.HELLO, {"pid": os.getpid(), "version": _version()})
@@ -176,6 +209,7 @@ class Collector:
         mapped, self._mmaps = self._mmaps, set()
         exited = set()
         for kind, pid, raw in events:
+            self._announced.discard(pid)        # a new image, or gone
             if kind == Kind.EXEC:
                 self._execs += 1
                 self.tracker.on_exec(pid, _exec_seen(raw))

@@ -101,6 +101,7 @@ class Config:
     path_style_endpoints: tuple[str, ...] = ()   # lower-case hosts addressed path style
     transport: TransportConfig = TransportConfig()
     max_buckets: int = 1000                 # bucket label values, __other__ included
+    container_label: bool = False           # container_id metric label (docs/containers.md)
 
 
 def _known(cls: type) -> tuple[str, ...]:
@@ -132,7 +133,8 @@ def parse_config(data: object, source: str) -> Config:
                                         where.at("path_style_endpoints")),
         transport=_transport(top.get("transport"), where.at("transport")),
         max_buckets=_opt(top, "max_buckets", d.max_buckets, where,
-                         lambda v, w: integer(v, w, 1, MAX_BUCKETS)))
+                         lambda v, w: integer(v, w, 1, MAX_BUCKETS)),
+        container_label=_opt(top, "container_label", d.container_label, where, boolean))
 
 
 def _opt(m: Mapping[str, Any], key: str, default: Any, where: Where, check) -> Any:
@@ -374,7 +376,7 @@ def default_map(config: Config) -> dict[str, Any]:
         "prom_buffer_size": p.buffer_size,
         "log_dir": log.dir, "log_max_size": log.max_size_mb,
         "log_max_backups": log.max_backups, "no_log": not log.enabled,
-        "max_buckets": config.max_buckets,
+        "max_buckets": config.max_buckets, "container_label": config.container_label,
         "path_style_endpoints": config.path_style_endpoints,
     }
     optional = {"targets_file": config.targets_file, "curve_secret_key": t.curve_secret_key,

@@ -25,7 +25,8 @@ class MsgKind(enum.IntEnum):
     HELLO = 1       # body: {"pid", "version"}
     EVENTS = 2      # body: {"events": [raw ring-buffer record, ...]}
     HEARTBEAT = 3   # body: {"stats": {name: int}, "lost": {source: int}}
-    PROCESS = 4     # body: {"pid", "comm", "exe", "cmdline", "target", "labels"}
+    PROCESS = 4     # body: {"pid", "comm", "exe", "cmdline", "target", "labels"[, "cgroup",
+                    #        "ns_pid"]}
     BYE = 5         # body: {}  (clean shutdown: stop expecting heartbeats)
 
 
@@ -94,3 +95,5 @@ def _check_body(kind: MsgKind, body: dict) -> None:
         if not isinstance(labels, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise ProtocolError("PROCESS labels must map strings to strings")
+        if not isinstance(body.get("cgroup", ""), str) or not _is_int(body.get("ns_pid", 0)):
+            raise ProtocolError("PROCESS cgroup must be a string, ns_pid an integer")

@@ -127,6 +127,7 @@ def test_go_readme_config_block_is_accepted(tmp_path):
     ("path_style_endpoints: [Minio.LAN:9000, '[::1]', rgw.s3.example.com]",
      "path_style_endpoints", ("minio.lan:9000", "[::1]", "rgw.s3.example.com")),
     ("max_buckets: 50", "max_buckets", 50),
+    ("container_label: true", "container_label", True),
     ("transport: {endpoint: 'tcp://agg.example.com:5556'}", "transport.endpoint",
      "tcp://agg.example.com:5556"),
     ("transport: {curve_secret_key: /k/c.key_secret}", "transport.curve_secret_key",
@@ -292,6 +293,7 @@ def test_packaging_example_shows_every_key_and_is_the_defaults():
     ("log: {max_size_mb: 0}", "log.max_size_mb", "must be an integer from 1 to"),
     ("log: {max_backups: -1}", "log.max_backups", "from 0 to 1000"),
     ("max_buckets: 0", "max_buckets", "from 1 to 1000000"),
+    ("container_label: 1", "container_label", "true or false"),
     # contradiction between the Go key and the new one
     ("output: table\nscreen: {table_format: false}", "screen.table_format",
      "is false but output is table"),
@@ -455,7 +457,7 @@ def test_default_map_of_defaults():
         "interval": 5.0, "min_latency": 0.0, "debug": False, "output": "table",
         "max_url_length": 50, "prometheus": False, "host": "::", "port": 9000,
         "prom_buffer_size": None, "log_dir": "/var/log/s3slower", "log_max_size": 100,
-        "log_max_backups": 5, "no_log": False, "max_buckets": 1000,
+        "log_max_backups": 5, "no_log": False, "max_buckets": 1000, "container_label": False,
         "path_style_endpoints": (),
     }
 
@@ -473,6 +475,7 @@ def test_default_map_carries_every_file_value(tmp_path):
         targets_file: /etc/s3slower/targets.yml
         path_style_endpoints: [minio.lan]
         max_buckets: 10
+        container_label: true
         transport: {endpoint: 'tcp://a:5556', curve_secret_key: /k/a.key_secret,
                     curve_server_key: /k/s.key, allowed_keys_dir: /k/ok}
         """
@@ -480,7 +483,7 @@ def test_default_map_carries_every_file_value(tmp_path):
         "interval": 2.0, "min_latency": 20.0, "debug": True, "output": "json",
         "max_url_length": 30, "prometheus": True, "host": "0.0.0.0", "port": 9100,
         "prom_buffer_size": 10, "log_dir": "/srv/log", "log_max_size": 3,
-        "log_max_backups": 2, "no_log": True, "max_buckets": 10,
+        "log_max_backups": 2, "no_log": True, "max_buckets": 10, "container_label": True,
         "path_style_endpoints": ("minio.lan",), "targets_file": "/etc/s3slower/targets.yml",
         "curve_secret_key": "/k/a.key_secret", "curve_server_key": "/k/s.key",
         "allowed_keys": "/k/ok",

@@ -1,8 +1,8 @@
 """Boot test (issue 7): the .deb in a real systemd, inside systemd-nspawn.
 
 A minimal Debian bookworm root is made once with debootstrap (from the mirror
-in this host's apt sources) and cached under /var/cache/s3slower-test/, with
-the package's dependencies already installed: apt then resolves the .deb's
+in this host's apt sources: tests/debian_root.py) and cached under
+/var/cache/s3slower-test/, with the package's dependencies already installed: apt then resolves the .deb's
 Depends from what is there, offline.  Each run boots that root with a
 throw-away overlay (--volatile=overlay) and a private network, and inside it:
 installs the .deb, `systemctl start s3slower`, sees both units active (Type=
@@ -19,8 +19,6 @@ Every subprocess has a timeout.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -31,16 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from debian_root import APT_TIMEOUT_S, SUITE, cached_root, nspawn_base_args
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path("/var/cache/s3slower-test")
-SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Kernel headers for BCC inside the container (the package recommends them).
 EXTRA_BASE_PACKAGES = ("linux-headers-amd64",)
-DEBOOTSTRAP_TIMEOUT_S = 1200
-APT_TIMEOUT_S = 900
 BOOT_TIMEOUT_S = 90
 STEP_TIMEOUT_S = 60
 START_TIMEOUT_S = 240
@@ -58,25 +53,6 @@ def _version() -> str:
                      re.M).group(1)
 
 
-def _mirror() -> str:
-    """The Debian mirror this host's apt uses (one-line or deb822 sources)."""
-    texts = []
-    for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
-        try:
-            texts.append(p.read_text())
-        except OSError:
-            continue
-    for text in texts:
-        for m in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", text, re.M):
-            return m.group(1)
-        for stanza in re.split(r"\n\s*\n", text):
-            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-            suites = re.search(r"^Suites:\s*(.*)$", stanza, re.M)
-            if uris and suites and SUITE in suites.group(1).split():
-                return uris.group(1)
-    return DEFAULT_MIRROR
-
-
 def _run(argv, timeout, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
 
@@ -84,30 +60,6 @@ def _run(argv, timeout, **kw) -> subprocess.CompletedProcess:
 def _deb_depends(deb: Path) -> list[str]:
     field = _run(["dpkg-deb", "-f", str(deb), "Depends"], STEP_TIMEOUT_S).stdout
     return sorted(d.strip().split()[0] for d in field.split(",") if d.strip())
-
-
-def _nspawn_base_args() -> list[str]:
-    args = ["systemd-nspawn", "-q", "--register=no"]
-    if not Path("/run/systemd/system").exists():
-        args.append("--keep-unit")      # no systemd on this host to make a scope for us
-    return args
-
-
-def _build_base(dest: Path, packages: list[str], stamp: str) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    r = _run(["debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus",
-              SUITE, str(tmp), _mirror()], DEBOOTSTRAP_TIMEOUT_S)
-    assert r.returncode == 0, f"debootstrap failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    script = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-              "apt-get install -y -qq --no-install-recommends " + " ".join(packages) +
-              " >/dev/null && apt-get clean")
-    r = _run([*_nspawn_base_args(), "-D", str(tmp), "--pipe", "/bin/sh", "-c", script],
-             APT_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, f"installing {packages} in the base failed:\n{r.stderr[-3000:]}"
-    (tmp / ".s3slower-test-base").write_text(stamp)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +83,7 @@ def base_root(deb) -> Path:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (package {pkg}; "
                         "tests/setup-deploy-tools.sh installs it)")
-    packages = sorted(set(_deb_depends(deb)) | set(EXTRA_BASE_PACKAGES))
-    stamp = hashlib.sha256(" ".join([SUITE, *packages]).encode()).hexdigest()
-    dest = CACHE / SUITE
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = dest / ".s3slower-test-base"
-        if not marker.exists() or marker.read_text() != stamp:
-            _build_base(dest, packages, stamp)
-    return dest
+    return cached_root(SUITE, [*_deb_depends(deb), *EXTRA_BASE_PACKAGES])
 
 
 class Container:
@@ -150,7 +93,7 @@ class Container:
         self.log = log
         self.name = f"s3slower-boot-{os.getpid()}"
         self.proc = subprocess.Popen(
-            [*_nspawn_base_args(), "-D", str(root), "-b", f"--machine={self.name}",
+            [*nspawn_base_args(), "-D", str(root), "-b", f"--machine={self.name}",
              "--volatile=overlay", "--private-network",
              "--capability=CAP_BPF,CAP_PERFMON", "--system-call-filter=bpf perf_event_open",
              f"--bind-ro={dist}:/mnt/dist"],

@@ -10,7 +10,8 @@ BODIES = {
     MsgKind.EVENTS: {"events": [b"\x00" * 80, b"\x01" * 90]},
     MsgKind.HEARTBEAT: {"stats": {"events": 3}, "lost": {"ringbuf": 0}},
     MsgKind.PROCESS: {"pid": 7, "comm": "aws", "exe": "/usr/bin/python3",
-                      "cmdline": "aws s3 ls", "target": "aws-cli", "labels": {"env": "prod"}},
+                      "cmdline": "aws s3 ls", "target": "aws-cli", "labels": {"env": "prod"},
+                      "cgroup": "/system.slice/docker-" + "ab" * 32 + ".scope", "ns_pid": 1},
     MsgKind.BYE: {},
 }
 
@@ -33,12 +34,21 @@ def _frame(*fields):
     _frame(1, 2, "h", 1, 0, 0, {"events": ["text"]}),    # events not bytes
     _frame(1, 3, "h", 1, 0, 0, {"stats": {}, "lost": {"x": "1"}}),
     _frame(1, 4, "h", 1, 0, 0, {"pid": "7"}),
+    _frame(1, 4, "h", 1, 0, 0, {"pid": 7, "cgroup": b"/docker/x"}),  # cgroup not str
+    _frame(1, 4, "h", 1, 0, 0, {"pid": 7, "cgroup": "/", "ns_pid": "1"}),
     _frame(1, 1, 5, 1, 0, 0, {}),                        # hostname not str
     _frame(1, 1, "h", True, 0, 0, {}),                   # bool is not an int
 ])
 def test_rejected(frame):
     with pytest.raises(ProtocolError):
         protocol.decode(frame)
+
+
+def test_process_without_placement_still_decodes():
+    """A version-1 collector from before cgroup / ns_pid: those keys are optional."""
+    body = {k: v for k, v in BODIES[MsgKind.PROCESS].items() if k not in ("cgroup", "ns_pid")}
+    msg = Message(MsgKind.PROCESS, "h", 1, 0, 0, body)
+    assert protocol.decode(protocol.encode(msg)).body == body
 
 
 def test_oversized_rejected_before_parsing():
