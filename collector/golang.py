@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Container, Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -43,8 +43,8 @@ class GoTLS:
     read: GoFunction
 
 
-def is_go(elf: ELFFile) -> bool:
-    return elf.get_section_by_name(".gopclntab") is not None
+def is_go(section_names: Container[str]) -> bool:
+    return ".gopclntab" in section_names
 
 
 def find_go_tls(f: BinaryIO) -> Optional[GoTLS]:

@@ -25,7 +25,7 @@ import re
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -104,9 +104,14 @@ class LibraryFinder:
         self._known = filecache.load(cache_file, self._digest) if cache_file else {}
         self._unsaved = False
 
-    def for_pid(self, pid: int) -> list[Library]:
-        return [lib for path in mapped_executables(pid)
-                if (lib := self.for_file(path, pid)) is not None]
+    def for_pid(self, pid: int) -> Iterator[Library]:
+        """The TLS files pid maps, each yielded once inspected, so that its
+        probes can go in before the next file is read (the newest mappings
+        come first in practice: mmap places them below the older ones)."""
+        for path in mapped_executables(pid):
+            lib = self.for_file(path, pid)
+            if lib is not None:
+                yield lib
 
     def for_file(self, path: str, pid: int = 0) -> Optional[Library]:
         real = _reachable(path, pid)
@@ -151,7 +156,8 @@ class LibraryFinder:
         libraries now, so that later answers come from the cache."""
         self.system_libraries()
         for pid in all_pids():
-            self.for_pid(pid)
+            for _lib in self.for_pid(pid):
+                pass
 
     def system_libraries(self) -> list[Library]:
         """Named TLS libraries where the dynamic linker finds them."""
@@ -180,9 +186,9 @@ class LibraryFinder:
                 if f.read(4) != b"\x7fELF":
                     return None
                 f.seek(0)
-                elf = ELFFile(f)
-                lib = _find_library(elf, f, path)
-                return _at_file_offsets(elf, lib) if lib else None
+                syms = Symbols(ELFFile(f))
+                lib = _find_library(syms, f, path)
+                return _at_file_offsets(syms, lib) if lib else None
         except OSError:
             return None
         except (ELFError, struct.error, golang.GoBinaryError, ValueError) as exc:
@@ -222,35 +228,32 @@ def _reachable(path: str, pid: int) -> Optional[str]:
     return os.path.realpath(path) if os.path.exists(path) else None
 
 
-def _find_library(elf: ELFFile, f, path: str) -> Optional[Library]:
-    syms = Symbols(elf)
+def _find_library(syms: Symbols, f, path: str) -> Optional[Library]:
     named = next((fam for fam, pat in NAME_FAMILIES if pat.search(path)), None)
     if named:
-        return _symbol_library(elf, syms, named, path, local=False)
+        return _symbol_library(syms, named, path, local=False)
     for family in EMBEDDED_FAMILIES:
-        lib = _symbol_library(elf, syms, family, path, local=False)
+        lib = _symbol_library(syms, family, path, local=False)
         if lib:
             return lib
-    if golang.is_go(elf):
+    if golang.is_go(syms.sections()):
         return _go_library(f, path)
     for family in EMBEDDED_FAMILIES:
-        lib = _symbol_library(elf, syms, family, path, local=True)
+        lib = _symbol_library(syms, family, path, local=True)
         if lib:
             return lib
     return None
 
 
-def _at_file_offsets(elf: ELFFile, lib: Library) -> Optional[Library]:
+def _at_file_offsets(syms: Symbols, lib: Library) -> Optional[Library]:
     """The kernel probes file offsets: each point's, from its loadable segment
     (points outside every segment are dropped, as the kernel would refuse them)."""
-    segs = [(s["p_vaddr"], s["p_vaddr"] + s["p_filesz"], s["p_offset"])
-            for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     points = tuple(replace(pt, offset=pt.addr - lo + off) for pt in lib.points
-                   for lo, hi, off in segs if lo <= pt.addr < hi)
+                   for lo, size, off in syms.loadable() if lo <= pt.addr < lo + size)
     return replace(lib, points=points) if points else None
 
 
-def _symbol_library(elf: ELFFile, syms: Symbols, family: str, path: str,
+def _symbol_library(syms: Symbols, family: str, path: str,
                     local: bool) -> Optional[Library]:
     specs = LIBRARY_PROBES[family]
     addrs = syms.functions([s for s, _e, _r in specs], local)
@@ -259,17 +262,17 @@ def _symbol_library(elf: ELFFile, syms: Symbols, family: str, path: str,
     points = []
     for sym, enter, ret in specs:
         if sym in addrs:
-            points += _function_points(elf, *addrs[sym], enter, ret)
+            points += _function_points(syms, *addrs[sym], enter, ret)
     return Library(family, path, tuple(points)) if points else None
 
 
-def _function_points(elf: ELFFile, addr: int, size: int, enter: str,
+def _function_points(syms: Symbols, addr: int, size: int, enter: str,
                      ret: str) -> list[ProbePoint]:
     """Entry uprobe + uretprobe, or moved probes when the entry instruction is
     one the kernel cannot probe (collector/x86entry.py)."""
-    if elf["e_machine"] != "EM_X86_64":
+    if syms.elf["e_machine"] != "EM_X86_64":
         return [ProbePoint(addr, enter, False), ProbePoint(addr, ret, True)]
-    code = _code_at(elf, addr, max(size, 16))
+    code = syms.code_at(addr, max(size, 16))
     if code is None or not x86entry.needs_moving(code):
         return [ProbePoint(addr, enter, False), ProbePoint(addr, ret, True)]
     moved = x86entry.move_probes(code[:size], addr) if size else None
@@ -277,15 +280,6 @@ def _function_points(elf: ELFFile, addr: int, size: int, enter: str,
         return []
     return [ProbePoint(moved.entry, enter, False)] + [ProbePoint(a, ret, False)
                                                        for a in moved.rets]
-
-
-def _code_at(elf: ELFFile, addr: int, size: int) -> Optional[bytes]:
-    for seg in elf.iter_segments():
-        if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_filesz"]:
-            stream = elf.stream
-            stream.seek(addr - seg["p_vaddr"] + seg["p_offset"])
-            return stream.read(size)
-    return None
 
 
 def _complete(family: str, addrs: dict) -> bool:

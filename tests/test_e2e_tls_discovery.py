@@ -67,12 +67,12 @@ def test_points_carry_the_file_offsets_the_kernel_probes(finder, path):
     executable is at a fixed address, so the two differ by the load base)."""
     from elftools.elf.elffile import ELFFile
 
-    from s3slower.collector.libraries import _code_at
+    from s3slower.collector.elfsyms import Symbols
     path = NODE if path == "node" else str(VENV_BIN / path)
     lib = finder.for_file(path)
     assert lib and lib.points
     with open(path, "rb") as f:
-        elf = ELFFile(f)
+        syms = Symbols(ELFFile(f))
         for pt in lib.points:
             f.seek(pt.offset)
-            assert pt.offset >= 0 and f.read(8) == _code_at(elf, pt.addr, 8), pt
+            assert pt.offset >= 0 and f.read(8) == syms.code_at(pt.addr, 8), pt
