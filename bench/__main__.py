@@ -1,6 +1,6 @@
 """`python -m bench [NAME ...] [--quick]`: run the benches, print one table.
 
-NAME is any of startup, idle, records, tracercpu, burst, collector, aggregator,
+NAME is any of startup, coldattach, idle, records, tracercpu, burst, collector, aggregator,
 memory, overhead, bpfcost, latency, shortlived, soak
 (default: all, in that order; about 12-14 minutes on the 2-core reference
 machine).
@@ -19,8 +19,8 @@ import traceback
 
 from bench.harness import BenchError, Figure, clean_work_dir, ensure_py_spy, log, print_table
 
-BENCHES = ("startup", "idle", "records", "tracercpu", "burst", "collector", "aggregator",
-           "memory", "overhead", "bpfcost", "latency", "shortlived", "soak")
+BENCHES = ("startup", "coldattach", "idle", "records", "tracercpu", "burst", "collector",
+           "aggregator", "memory", "overhead", "bpfcost", "latency", "shortlived", "soak")
 
 
 def machine_speed() -> Figure:
