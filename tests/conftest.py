@@ -153,15 +153,16 @@ def moto_https(tls_cert):
 
 
 class Tracer:
-    """`s3slower run --output json` as a user would start it."""
+    """`s3slower run --output json` as a user would start it (after `prefix`,
+    a command that execs it)."""
 
-    def __init__(self, tmp: Path, args: list[str]):
+    def __init__(self, tmp: Path, args: list[str], prefix: tuple[str, ...] = ()):
         self.out_path = tmp / "tracer.out"
         self.err_path = tmp / "tracer.err"
         self.out = open(self.out_path, "w")
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "s3slower"), "run", "--output", "json", "--no-log", *args],
+            [*prefix, str(VENV_BIN / "s3slower"), "run", "--output", "json", "--no-log", *args],
             stdout=self.out, stderr=self.err)
         try:
             wait_until(lambda: "s3slower: ready" in self.err_path.read_text()

