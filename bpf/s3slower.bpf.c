@@ -182,6 +182,8 @@ struct tls_args_t {
     u8 fn;
     u8 dir;
     u8 source;
+    u8 sent;        /* Go Write: its plaintext went out at its first ciphertext write */
+    u32 len;        /* Go Write: bytes asked to write (all of them, or an error) */
 };
 
 /* Per-thread state, in task-local storage: one pointer away from the task
@@ -773,7 +775,11 @@ static __always_inline struct tls_args_t *go_call_here(u32 tgid)
 #endif
 }
 
-static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
+/* The program that sends a Go Write's plaintext (go_send_tp), tail-called
+ * from the syscall that is about to put its first ciphertext on the wire. */
+BPF_PROG_ARRAY(go_sends, 1);
+
+static __always_inline int io_enter(void *ctx, u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     u64 key = conn_key(tgid, fd);
@@ -794,6 +800,8 @@ static __always_inline int io_enter(u32 fd, u64 buf, u32 vlen, u8 dir, u8 shape)
             if (t->fd < 0)
                 t->fd = fd;
             c->raw = ST_TLS;
+            if (dir == S3S_EGRESS && t->source == S3S_SRC_GO && t->dir == S3S_EGRESS && !t->sent)
+                go_sends.call(ctx, 0);
             return 0;
         }
         if (c->raw == ST_TLS) {
@@ -909,35 +917,35 @@ int io_exit_tp(struct sys_exit_rec *args)
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
-    return io_enter(args->fd, (u64)args->buf, 0, S3S_EGRESS, SHAPE_BUF);
+    return io_enter(args, args->fd, (u64)args->buf, 0, S3S_EGRESS, SHAPE_BUF);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
-    return io_enter(args->fd, (u64)args->vec, args->vlen, S3S_EGRESS, SHAPE_IOVEC);
+    return io_enter(args, args->fd, (u64)args->vec, args->vlen, S3S_EGRESS, SHAPE_IOVEC);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
-    return io_enter(args->fd, (u64)args->buff, 0, S3S_EGRESS, SHAPE_BUF);
+    return io_enter(args, args->fd, (u64)args->buff, 0, S3S_EGRESS, SHAPE_BUF);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
-    return io_enter(args->fd, (u64)args->msg, 0, S3S_EGRESS, SHAPE_MSGHDR);
+    return io_enter(args, args->fd, (u64)args->msg, 0, S3S_EGRESS, SHAPE_MSGHDR);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_read) {
-    return io_enter(args->fd, (u64)args->buf, 0, S3S_INGRESS, SHAPE_BUF);
+    return io_enter(args, args->fd, (u64)args->buf, 0, S3S_INGRESS, SHAPE_BUF);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) {
-    return io_enter(args->fd, (u64)args->vec, args->vlen, S3S_INGRESS, SHAPE_IOVEC);
+    return io_enter(args, args->fd, (u64)args->vec, args->vlen, S3S_INGRESS, SHAPE_IOVEC);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) {
-    return io_enter(args->fd, (u64)args->ubuf, 0, S3S_INGRESS, SHAPE_BUF);
+    return io_enter(args, args->fd, (u64)args->ubuf, 0, S3S_INGRESS, SHAPE_BUF);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return to_io_exit(args); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) {
-    return io_enter(args->fd, (u64)args->msg, 0, S3S_INGRESS, SHAPE_MSGHDR);
+    return io_enter(args, args->fd, (u64)args->msg, 0, S3S_INGRESS, SHAPE_MSGHDR);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return to_io_exit(args); }
 
@@ -1299,7 +1307,18 @@ int s2n_recv_return(struct pt_regs *ctx) { return tls_exit(ctx, FN_S2N_RECV, PT_
 /* Go crypto/tls.(*Conn).Write/Read, register ABI (amd64): receiver in RAX,
  * slice b in RBX (ptr) and RCX (len); n returned in RAX; g in R14.  Entry
  * probes may fire twice (stack growth re-enters the function): the later
- * one wins.  Exits are uprobes on each RET instruction, never uretprobes. */
+ * one wins.  Exits are uprobes on each RET instruction, never uretprobes.
+ *
+ * A Write's plaintext goes out when the Write's first ciphertext syscall is
+ * entered, not at its return: Go's HTTP client writes a connection from one
+ * goroutine and reads it from another, on other threads, so the response
+ * can be read, and its Read return, before the Write has returned (or ever
+ * does: the process may exit first).  Records of a connection must reach
+ * the ring in the order the bytes crossed (the first egress bytes classify
+ * it, a HEAD request frames its response, a request pairs with its answer).
+ * Write(b) sends all of b or fails, so its length is known at entry; a
+ * Write whose syscall is not seen from its goroutine still goes out at its
+ * return. */
 #ifdef __x86_64__
 static __always_inline int go_enter(struct pt_regs *ctx, u8 fn, u8 dir)
 {
@@ -1310,6 +1329,7 @@ static __always_inline int go_enter(struct pt_regs *ctx, u8 fn, u8 dir)
     k.pid = tgid;
     struct tls_args_t a = {};
     tls_args(&a, fn, dir, S3S_SRC_GO, ctx->ax, ctx->bx, 0);
+    a.len = (u32)ctx->cx;
     active_go.update(&k, &a);
     u8 one = 1;
     go_pids.update(&tgid, &one);
@@ -1327,6 +1347,8 @@ static __always_inline int go_exit(struct pt_regs *ctx, u8 fn)
         return 0;
     struct tls_args_t a = *ap;
     active_go.delete(&k);
+    if (a.sent)
+        return 0;       /* went out at its first ciphertext write (go_send_tp) */
     s64 ret = (s64)ctx->ax;
     struct thread_t *th = thread_state(1);
     if (!th)
@@ -1343,3 +1365,20 @@ int go_write_return(struct pt_regs *ctx) { return go_exit(ctx, FN_GO_WRITE); }
 int go_read_enter(struct pt_regs *ctx) { return go_enter(ctx, FN_GO_READ, S3S_INGRESS); }
 int go_read_return(struct pt_regs *ctx) { return go_exit(ctx, FN_GO_READ); }
 #endif
+
+/* A Go Write's first ciphertext syscall is being entered: its plaintext goes
+ * out now, all of it (see above). */
+int go_send_tp(void *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct tls_args_t *t = go_call_here(tgid);
+    if (!t || t->sent || t->fn != FN_GO_WRITE || t->fd < 0)
+        return 0;
+    t->sent = 1;
+    struct tls_args_t a = *t;
+    struct record *r = job_clear();
+    tls_finish(&a, tgid, thread_state(0), a.len);
+    if (r && r->job.kind != JOB_NONE)
+        frame_tp.call(ctx, 0);
+    return 0;
+}

@@ -29,7 +29,8 @@ DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
 # Programs that others tail-call (their code verified once): the program
 # array that holds each, the function, tracepoint or uprobe type.
 SHARED_PROGRAMS = ((b"io_exits", b"io_exit_tp", "tp"), (b"frame_tp", b"frame_head_tp", "tp"),
-                   (b"tls_exits", b"tls_exit_up", "up"), (b"frame_up", b"frame_head_up", "up"))
+                   (b"tls_exits", b"tls_exit_up", "up"), (b"frame_up", b"frame_head_up", "up"),
+                   (b"go_sends", b"go_send_tp", "tp"))
 
 
 class ProbeError(RuntimeError):
