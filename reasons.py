@@ -21,27 +21,28 @@ log = logging.getLogger("s3slower.losses")
 
 
 class ReasonLimiter:
-    """The rate limit alone: `admit` says which line to log now, if any."""
+    """The rate limit alone: `admit` says which line to log now, if any.
+    Lines are limited per label (a ledger member's, or another counter's)."""
 
     def __init__(self, first: int = FIRST_PER_SOURCE, every_s: float = EVERY_S):
         self.first = first
         self.every_s = every_s
-        self._seen: dict[Loss, int] = {}
-        self._next: dict[Loss, float] = {}
-        self._held: dict[Loss, int] = {}
+        self._seen: dict[str, int] = {}
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
 
-    def admit(self, loss: Loss, reason: str, n: int, now_s: float) -> Optional[str]:
-        seen = self._seen.get(loss, 0)
-        self._seen[loss] = seen + 1
-        what = f"{loss.label} +{n}: {reason}"
+    def admit(self, label: str, reason: str, n: int, now_s: float) -> Optional[str]:
+        seen = self._seen.get(label, 0)
+        self._seen[label] = seen + 1
+        what = f"{label} +{n}: {reason}"
         if seen < self.first:
             return what
-        if now_s < self._next.get(loss, 0.0):
-            self._held[loss] = self._held.get(loss, 0) + 1
+        if now_s < self._next.get(label, 0.0):
+            self._held[label] = self._held.get(label, 0) + 1
             return None
-        self._next[loss] = now_s + self.every_s
-        held = self._held.pop(loss, 0)
-        return what + (f" ({held} more {loss.label} reasons not shown)" if held else "")
+        self._next[label] = now_s + self.every_s
+        held = self._held.pop(label, 0)
+        return what + (f" ({held} more {label} reasons not shown)" if held else "")
 
 
 _limiter = ReasonLimiter()
@@ -52,6 +53,6 @@ def note(loss: Loss, reason: str, n: int = 1,
     """`n` of `loss` were just counted, because of `reason`."""
     if not log.isEnabledFor(logging.DEBUG):
         return
-    line = _limiter.admit(loss, reason, n, clock())
+    line = _limiter.admit(loss.label, reason, n, clock())
     if line is not None:
         log.debug("%s", line)

@@ -90,7 +90,7 @@ class Connection:
         if kind is Head:
             if self.pending is not None:        # no pipelining: that exchange is over
                 self.superseded += 1
-                out.append(self._done(None))
+                out.append(self._done(None, self._ended_by("the next request")))
             self.pending = _Pending(ev, tid, ev.start_ns + self.offset)
             return
         p = self.pending
@@ -114,7 +114,7 @@ class Connection:
         self._received = 0
         if kind is Lost:
             if p is not None and p.response is None:    # its response started and was lost
-                out.append(self._done(None))
+                out.append(self._done(None, "its response's head was not captured whole"))
             return
         if not self._answering:
             return      # the end of a response to a request we never saw
@@ -122,27 +122,33 @@ class Connection:
         if p is not None and p.response is not None:
             out.append(self._done(ev))
 
-    def _done(self, end: Optional[End]) -> Record:
-        """The waiting request's exchange is over (end: its response's End)."""
+    def _done(self, end: Optional[End], why: str = "") -> Record:
+        """The waiting request's exchange is over (end: its response's End;
+        why: what ended it otherwise)."""
         p, self.pending = self.pending, None
-        return self._record(p, end)
+        return self._record(p, end, why)
 
     def expire(self, now_wall_ns: int, timeout_ns: int) -> list[Record]:
         """A request on a connection silent for longer than timeout_ns is over."""
         if self.pending is not None and now_wall_ns - self.last_seen_wall_ns > timeout_ns:
-            return [self._done(None)]
+            return [self._done(None, self._ended_by(f"{timeout_ns / 1e9:g} s of silence"))]
         return []
 
-    def close(self) -> list[Record]:
+    def close(self, why: str = "the connection's close") -> list[Record]:
         out: list[Record] = []
         for ev in self.parser.close():
             if not ev.is_request:   # a request cut short is recorded as still sending
                 self._on_response(ev, out)
         if self.pending is not None:
-            out.append(self._done(None))
+            out.append(self._done(None, self._ended_by(why)))
         return out
 
-    def _record(self, p: _Pending, end: Optional[End]) -> Record:
+    def _ended_by(self, what: str) -> str:
+        """Why the waiting request is incomplete, in words (--debug)."""
+        seen = self.pending is not None and self.pending.response is not None
+        return f"{what} came {'during its response' if seen else 'before any response'}"
+
+    def _record(self, p: _Pending, end: Optional[End], why: str) -> Record:
         h = p.head
         host = h.headers.get("host", "") or self.peer.address
         s3 = s3ops.classify(h.method, h.target, h.headers,
@@ -161,6 +167,11 @@ class Connection:
             response_size = self._received
         else:
             response_size = 0
+        complete = bool(end and end.complete)
+        if complete:
+            why = ""
+        elif end is not None:
+            why = "its response was cut short: bytes of it were not captured"
         error_code = ""
         if end and status >= 400:
             m = _ERROR_CODE.search(end.body_prefix)
@@ -173,8 +184,8 @@ class Connection:
             error_code=error_code, request_size=request_size,
             response_size=response_size,
             ttfb_ns=max(ttfb, 0), latency_ns=max(latency, 0),
-            tls=_tls_name(h.source), complete=bool(end and end.complete),
-            labels=self.peer.labels, container=self.peer.container)
+            tls=_tls_name(h.source), complete=complete, labels=self.peer.labels,
+            container=self.peer.container, why_incomplete=why)
 
 
 def _tls_name(source: int) -> str:

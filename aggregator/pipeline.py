@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Optional
 
-from s3slower.aggregator import containers
+from s3slower.aggregator import containers, errorlog
 from s3slower.aggregator.correlate import Connection, Peer
 from s3slower.aggregator.http1 import Chunk
 from s3slower.aggregator.records import Record
@@ -157,17 +157,17 @@ class Pipeline:
                 conn = self._conn(key, msg, ev.comm, out)
                 chunk = Chunk(ev.data, ev.length, ev.start_ns, ev.end_ns, ev.tail, ev.source)
                 out.extend(self._finished(conn.feed(ev.direction == Direction.EGRESS,
-                                                    chunk, ev.tid)))
+                                                    chunk, ev.tid), key))
             elif ev.kind == Kind.CONNECT:
                 if _bounded_put(self._addrs, key, _sockaddr(ev.data),
                                 MAX_ADDRESSES) is not None:
                     self._count(Loss.ADDRESS_EVICTED, f"over {MAX_ADDRESSES} addresses")
             elif ev.kind == Kind.CLOSE:
-                out.extend(self._close(key))
+                out.extend(self._close(key, "the connection's close"))
                 self._addrs.pop(key, None)
             elif ev.kind == Kind.EXIT:
                 for k in list(self._by_pid.get((msg.instance, ev.pid), ())):
-                    out.extend(self._close(k))
+                    out.extend(self._close(k, "the process's exit"))
                 self._procs.pop((msg.instance, ev.pid), None)
         return out
 
@@ -186,15 +186,15 @@ class Pipeline:
             old_key = next(iter(self._conns))
             self._count(Loss.CONN_EVICTED, f"pid {old_key[1]}: over {MAX_CONNECTIONS} "
                         "connections, the least recent evicted")
-            out.extend(self._close(old_key))
+            out.extend(self._close(old_key, "the connection's eviction"))
         return conn
 
-    def _close(self, key: tuple) -> list[Record]:
+    def _close(self, key: tuple, why: str) -> list[Record]:
         conn = self._conns.pop(key, None)
         if conn is None:
             return []
         self._forget(key)
-        recs = self._finished(conn.close())
+        recs = self._finished(conn.close(why), key)
         self._account(conn)
         return recs
 
@@ -212,16 +212,19 @@ class Pipeline:
                 self._count(loss, f"pid {conn.peer.pid} {conn.peer.comm!r} to "
                             f"{conn.peer.address or '?'}: {n} on one connection", n)
 
-    def _finished(self, recs: list[Record]) -> list[Record]:
+    def _finished(self, recs: list[Record], key: tuple) -> list[Record]:
         self._records += len(recs)
-        self._errors += sum(1 for r in recs if r.is_error)
+        for r in recs:
+            if r.is_error:
+                self._errors += 1
+                errorlog.explain(r, key[2])
         return recs
 
     # -- time --------------------------------------------------------------
     def tick(self, now_wall_ns: int) -> list[Record]:
         out: list[Record] = []
         for key, conn in list(self._conns.items()):
-            out.extend(self._finished(conn.expire(now_wall_ns, self.request_timeout_ns)))
+            out.extend(self._finished(conn.expire(now_wall_ns, self.request_timeout_ns), key))
             if not conn.pending and now_wall_ns - conn.last_seen_wall_ns > IDLE_CONNECTION_NS:
                 del self._conns[key]
                 self._forget(key)

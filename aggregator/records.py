@@ -36,6 +36,7 @@ class Record:
     complete: bool
     labels: Mapping[str, str] = field(default_factory=dict)
     container: Optional[Container] = None   # None: the process is not in a container
+    why_incomplete: str = ""    # what ended it, when not complete (--debug only)
 
     @property
     def is_error(self) -> bool:

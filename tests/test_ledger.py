@@ -435,14 +435,14 @@ def test_totals_only_grow_across_a_collector_restart_and_connection_close(h):
 
 def test_reasons_first_n_then_one_per_interval_with_a_count():
     lim = reasons.ReasonLimiter(first=2, every_s=10.0)
-    got = [lim.admit(Loss.MALFORMED, f"r{i}", 1, now) for i, now in
+    got = [lim.admit(Loss.MALFORMED.label, f"r{i}", 1, now) for i, now in
            enumerate((0.0, 0.1, 0.2, 0.3, 0.4, 11.0, 12.0))]
     assert got[:2] == ["malformed +1: r0", "malformed +1: r1"]
     assert got[2] == "malformed +1: r2"               # the first after the burst
     assert got[3:5] == [None, None]
     assert got[5] == "malformed +1: r5 (2 more malformed reasons not shown)"
     assert got[6] is None
-    assert lim.admit(Loss.TRANSPORT, "other source", 1, 12.0) == "transport +1: other source"
+    assert lim.admit(Loss.TRANSPORT.label, "other source", 1, 12.0) == "transport +1: other source"
 
 
 def test_reasons_are_logged_under_debug_only(h, caplog):
