@@ -1376,9 +1376,14 @@ int go_send_tp(void *ctx)
         return 0;
     t->sent = 1;
     struct tls_args_t a = *t;
+    struct conn_t *c = tls_conn(&a, tgid, thread_state(0));
     struct record *r = job_clear();
-    tls_finish(&a, tgid, thread_state(0), a.len);
-    if (r && r->job.kind != JOB_NONE)
+    if (!c || !r || !a.len)
+        return 0;
+    /* constant direction and source: the compiler drops the ingress paths */
+    emit_data(c, &c->plain, a.start_ns, bpf_ktime_get_ns(), a.fd, S3S_EGRESS, S3S_SRC_GO,
+              (const void *)a.buf, a.len, JOB_HERE, a.len);
+    if (r->job.kind != JOB_NONE)
         frame_tp.call(ctx, 0);
     return 0;
 }
