@@ -270,9 +270,9 @@ def prog_stats(pid: int) -> dict[int, ProgStat]:
                 text = f.read()
         except OSError:
             continue
-        if "prog_id:" not in text:
-            continue
         kv = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "prog_type" not in kv:       # not a program (a BPF link names one too)
+            continue
         out[int(kv["prog_id"])] = ProgStat(int(kv["prog_type"]), int(kv["run_cnt"]),
                                            int(kv["run_time_ns"]))
     return out

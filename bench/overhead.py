@@ -16,7 +16,9 @@ Figures per case and mode:
     machine) and from the kernel's BPF run statistics (bpf_stats_enabled):
     hits of each probe type per request x the measured cost of an *empty*
     probe hit (the floor) + the time our programs ran beyond an empty
-    program's.  Target: bpf-derived added time <= 1.5 x floor.
+    program's.  Target (issue "A tracer that costs almost nothing", figure
+    5): bpf-derived added time <= 1.2 x floor over TLS, <= 1.5 x floor over
+    plain HTTP.
 Probe hits are counted in the collector's own programs (fdinfo run_cnt), so
 with "all" they include the server's library calls and syscalls; the rate
 of hits while idle (other processes on the machine) is measured and removed.
@@ -40,7 +42,7 @@ from bench.harness import (Figure, BenchError, bpf_stats_enabled, build_helper, 
 ROUNDS = 3
 SMALL = 4096
 LARGE = 32 * 1024 * 1024
-FLOOR_FACTOR = 1.5
+FLOOR_FACTOR = {True: 1.2, False: 1.5}   # by case.tls
 RATIO_TARGET = 0.97
 CALIBRATION_CALLS = 200_000
 IDLE_S = 1.0
@@ -312,10 +314,10 @@ def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
             (ratio >= RATIO_TARGET) if ratio_target else None,
             note=f"{rate_b:,.1f} -> {rate_t:,.1f} {unit}; wall-clock added "
                  f"{added_wall_us:.1f} us/request; floor alone gives ratio {floor_ratio:.3f}"))
+        factor = FLOOR_FACTOR[case.tls]
         out.append(Figure(
             f"overhead {case.name} [{mode}]: added us/request (bpf_stats)", added_bpf_us, "us",
-            f"<= {FLOOR_FACTOR} x floor = {FLOOR_FACTOR * floor_us:.1f} us",
-            added_bpf_us <= FLOOR_FACTOR * floor_us,
+            f"<= {factor} x floor = {factor * floor_us:.1f} us", added_bpf_us <= factor * floor_us,
             note=f"per request: {up_hits:.1f} uprobe hits + {tp_hits:.1f} tracepoint hits "
                  f"= floor {floor_us:.1f} us; programs ran {extra_run_us:.2f} us beyond empty"))
     return out
