@@ -244,7 +244,11 @@ def collector(ctx, **_):
 def _child_settings(ctx: click.Context, _param, value: Optional[str]):
     """Eager: run's aggregator child is handed the settings its parent built."""
     if value is not None:
-        ctx.meta["settings"] = _settings.from_json(value)
+        try:
+            ctx.meta["settings"] = _settings.from_json(value)
+        except (ValueError, KeyError, TypeError):
+            raise click.BadParameter("not the settings `s3slower run` hands its child") \
+                from None
     return value
 
 

@@ -246,7 +246,7 @@ def run_both(settings: Settings, selection) -> None:
     ready_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ready_sock.bind(notify_name)
     env = dict(os.environ, NOTIFY_SOCKET="@" + notify_name[1:])
-    child_settings = replace(settings, aggregator=AggregatorSettings(
+    child_settings = replace(settings.absolute(os.getcwd()), aggregator=AggregatorSettings(
         connects=(endpoint,), exit_on_bye=True, parent_pid=os.getpid(),
         user=SERVICE_USER if _user_exists(SERVICE_USER) else "nobody"))
     args = [sys.executable, "-m", "s3slower", "aggregator",

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Union
 
-from s3slower.common.configkeys import changed_keys, default_map  # noqa: F401 (re-exported)
+from s3slower.common.configkeys import (changed_keys, default_map,  # noqa: F401 (re-exported)
+                                        paths_relative_to)
 from s3slower.common.targets import MATCH_TYPES, TLS_MODES, WATCH_PREFIX, Target
 from s3slower.common.validate import (ConfigError, Where, boolean, choice, integer, items,
                                       number, parse_yaml, section, string)
@@ -335,7 +336,7 @@ def load_config(path: PathArg, default_path: str = DEFAULT_CONFIG_PATH) -> Confi
     if text is None:
         return Config()
     config = parse_config(parse_yaml(text, source), source)
-    return _relative_to(config, os.path.dirname(os.path.abspath(source)))
+    return paths_relative_to(config, os.path.dirname(os.path.abspath(source)))
 
 
 def load_targets(path: PathArg, default_path: str = DEFAULT_TARGETS_PATH) -> tuple[Target, ...]:
@@ -346,16 +347,3 @@ def load_targets(path: PathArg, default_path: str = DEFAULT_TARGETS_PATH) -> tup
     if text is None:
         return ()
     return parse_targets(parse_yaml(text, source), source)
-
-
-def _relative_to(config: Config, base: str) -> Config:
-    def at(p: Optional[str]) -> Optional[str]:
-        return None if p is None else os.path.join(base, p)   # join keeps absolute p
-
-    t = config.transport
-    return replace(
-        config, targets_file=at(config.targets_file),
-        log=replace(config.log, dir=at(config.log.dir)),
-        transport=replace(t, curve_secret_key=at(t.curve_secret_key),
-                          curve_server_key=at(t.curve_server_key),
-                          allowed_keys_dir=at(t.allowed_keys_dir)))

@@ -1,6 +1,6 @@
 """Config keys by dotted path: which flag sets which key; reading, setting, diffing keys.
 
-Pure, and generic over the frozen dataclasses of common/config.py (it needs
+Pure (paths are joined, never looked up), and generic over the frozen dataclasses of common/config.py (it needs
 no import of them, so config.py re-exports these names).  FLAG_KEYS is the one
 table between the command line and the file, used both ways: the file into
 click's `default_map` (a flag the command line gave wins, click fills only
@@ -8,6 +8,7 @@ the others), and the flags given onto the file's values (`with_flags`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import fields, is_dataclass, replace
 from typing import Any, Iterable, Mapping
 
@@ -27,9 +28,11 @@ FLAG_KEYS = {
     "allowed_keys": "transport.allowed_keys_dir",
 }
 NEGATED_FLAGS = frozenset({"no_log"})      # the flag is the key's opposite
-# left out of default_map when unset, so click's own default (None) applies
-OPTIONAL_PATH_FLAGS = frozenset({"targets_file", "curve_secret_key", "curve_server_key",
-                                 "allowed_keys"})
+# Keys that name files or directories: relative to the file that says so (a
+# flag's, to where the command started: run's aggregator child, which works
+# in /, is handed them absolute).
+PATH_KEYS = ("targets_file", "log.dir", "transport.curve_secret_key",
+             "transport.curve_server_key", "transport.allowed_keys_dir")
 FLAG_OF_KEY = {key: param for param, key in FLAG_KEYS.items()}
 
 
@@ -47,13 +50,22 @@ def with_key(config: Any, key: str, value: Any) -> Any:
     return replace(config, **{head: inner})
 
 
+def paths_relative_to(config: Any, base: str, keys: Iterable[str] = PATH_KEYS) -> Any:
+    """`config` with the relative paths at these keys joined to `base`."""
+    for key in keys:
+        value = key_value(config, key)
+        if value is not None:
+            config = with_key(config, key, os.path.join(base, value))  # keeps absolute ones
+    return config
+
+
 def default_map(config: Any) -> dict[str, Any]:
     """click `default_map` for every command: parameter name -> value.  click
-    consults it only for parameters not given as flags.  Unset optional
-    paths are left out so click's own default (None) applies."""
+    consults it only for parameters not given as flags.  Unset paths are
+    left out so click's own default (None) applies."""
     m = {p: key_value(config, key) for p, key in FLAG_KEYS.items()}
     m.update({p: not m[p] for p in NEGATED_FLAGS})
-    return {p: v for p, v in m.items() if v is not None or p not in OPTIONAL_PATH_FLAGS}
+    return {p: v for p, v in m.items() if v is not None or FLAG_KEYS[p] not in PATH_KEYS}
 
 
 def with_flags(config: Any, flags: Mapping[str, Any]) -> Any:

@@ -14,12 +14,13 @@ settings it built, instead of writing its options back into the child's argv.
 from __future__ import annotations
 
 import json
+import os
 import typing
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Any, Iterable, Mapping, Optional
 
 from s3slower.common.config import Config, load_targets
-from s3slower.common.configkeys import flag_keys, with_flags
+from s3slower.common.configkeys import flag_keys, paths_relative_to, with_flags
 from s3slower.common.targets import Selection
 
 SERVICE_USER = "s3slower"       # the aggregator drops root to become this user
@@ -64,6 +65,12 @@ class Settings:
     collector: CollectorSettings = CollectorSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
 
+    def absolute(self, cwd: str) -> "Settings":
+        """The same with relative paths (flags') taken from `cwd`: for a
+        process that works elsewhere (run's aggregator child works in /)."""
+        return replace(self, config=paths_relative_to(self.config, cwd),
+                       config_path=self.config_path and os.path.join(cwd, self.config_path))
+
     @property
     def targets_file(self) -> Optional[str]:
         """The targets.yml that selects processes (attach: none)."""
@@ -81,10 +88,10 @@ def build(file: Config, config_path: Optional[str], params: Mapping[str, Any],
           given: Iterable[str], *, collector: Optional[Mapping[str, Any]] = None,
           aggregator: Optional[Mapping[str, Any]] = None) -> Settings:
     """defaults < file < flags.  `file`: the file's Config (its defaults where
-    it says nothing); `params`: a command's parameters (name -> value) and
-    `given`, the names the command line gave; `collector`/`aggregator`: the
-    values of that half's own settings (names it has no field for are
-    ignored; None: the field's default)."""
+    it says nothing) read from `config_path`; `params`: a command's
+    parameters (name -> value) and `given`, the names the command line gave;
+    `collector`/`aggregator`: the values of that half's own settings (names
+    it has no field for are ignored; None: the field's default)."""
     given = set(given)
     return Settings(config=with_flags(file, {p: params[p] for p in given if p in params}),
                     file=file, pinned=flag_keys(given), config_path=config_path,

@@ -201,3 +201,18 @@ def test_the_aggregator_child_takes_its_parents_settings_and_reads_no_file(tmp_p
     ctx = cli.cli.commands["aggregator"].make_context(
         "aggregator", ["--settings", st.to_json(s)])
     assert ctx.meta["settings"] == s and "config" not in ctx.meta
+
+
+def test_run_hands_its_child_absolute_paths(tmp_path, monkeypatch):
+    """The child works in /: flags' relative paths are taken from where run started."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.yml").write_text("targets: []\n")
+    (tmp_path / "empty.yaml").write_text("")
+    s, _ = settings("run", Path("empty.yaml"), ["--targets", "t.yml", "--log-dir", "logs"])
+    assert (s.config.targets_file, s.config.log.dir, s.config_path) == \
+        ("t.yml", "logs", "empty.yaml")                     # this process: as given
+    a = s.absolute(str(tmp_path))
+    assert (a.config.targets_file, a.config.log.dir, a.config_path) == \
+        (str(tmp_path / "t.yml"), str(tmp_path / "logs"), str(tmp_path / "empty.yaml"))
+    assert a.absolute("/elsewhere") == a and a.collector == s.collector
+    assert st.Settings().absolute("/x") == st.Settings()
