@@ -23,7 +23,8 @@ from click.core import ParameterSource
 from s3slower import __version__
 from s3slower import launch
 from s3slower.common import settings as _settings
-from s3slower.common.config import Config
+from s3slower.common.config import OUTPUTS, Config
+from s3slower.common.targets import TLS_MODES
 
 # Every default once: the dataclass fields the settings are built from.
 D, DC, DA = Config(), _settings.CollectorSettings(), _settings.AggregatorSettings()
@@ -154,7 +155,7 @@ def _logging(debug: bool) -> None:
 # --------------------------------------------------------------------------
 # option sets
 
-MODES = ["auto", "http", "openssl", "gnutls", "nss", "go"]
+MODES = list(TLS_MODES)
 
 
 def _selection_options(f):
@@ -171,7 +172,7 @@ def _selection_options(f):
 # Options the aggregator takes, `run` and `attach` too (for their aggregator child).
 def _output_options(f):
     opts = [
-        click.option("--output", type=click.Choice(["table", "simple", "json", "none"]),
+        click.option("--output", type=click.Choice(list(OUTPUTS)),
                      default=D.output, show_default=True, help="Terminal output format."),
         click.option("--min-latency", type=click.FloatRange(min=0), default=D.min_latency_ms,
                      show_default=True, help="Minimum latency in ms to report."),

@@ -17,7 +17,6 @@ from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, termina
 from s3slower.common.config import Config
 from s3slower.common.losses import Loss
 
-OUTPUTS = ("table", "simple", "json", "none")
 _D = Config()
 
 
