@@ -1,10 +1,11 @@
 """Config keys by dotted path: which flag sets which key; reading, setting, diffing keys.
 
-Pure (paths are joined, never looked up), and generic over the frozen dataclasses of common/config.py (it needs
-no import of them, so config.py re-exports these names).  FLAG_KEYS is the one
-table between the command line and the file, used both ways: the file into
-click's `default_map` (a flag the command line gave wins, click fills only
-the others), and the flags given onto the file's values (`with_flags`).
+Pure (paths are joined, never looked up), and generic over the frozen
+dataclasses of common/config.py (it needs no import of them, so config.py
+re-exports these names).  FLAG_KEYS is the one table between the command line
+and the file, used both ways: the file into click's `default_map` (a flag the
+command line gave wins, click fills only the others), and the flags given onto
+the file's values (`with_flags`).
 """
 from __future__ import annotations
 

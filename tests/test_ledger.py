@@ -267,7 +267,7 @@ def _refused(h, loss):
     poller.register(auth.sock, zmq.POLLIN)
     assert poller.poll(10_000)
     auth.handle()
-    h.extra[loss] = auth.statistics().refused      # as aggregator/build.py wires Subscriber.refused()
+    h.extra[loss] = auth.statistics().refused      # as aggregator/build.py wires it
     req.close()
     auth.sock.close()
     ctx.term()
