@@ -26,8 +26,10 @@ from s3slower.common import settings as _settings
 from s3slower.common.config import OUTPUTS, Config
 from s3slower.common.targets import TLS_MODES
 
-# Every default once: the dataclass fields the settings are built from.
+# Every default once: the options' are these dataclasses' fields (the file's
+# keys, the collector's and the aggregator's own settings).
 D, DC, DA = Config(), _settings.CollectorSettings(), _settings.AggregatorSettings()
+
 
 class ExitStatus(enum.IntEnum):
     """What the process exit status means (click itself exits 2 on bad usage)."""
