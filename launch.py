@@ -246,11 +246,8 @@ def run_both(settings: Settings, selection) -> None:
     ready_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ready_sock.bind(notify_name)
     env = dict(os.environ, NOTIFY_SOCKET="@" + notify_name[1:])
-    child_settings = replace(settings.absolute(os.getcwd()), aggregator=AggregatorSettings(
-        connects=(endpoint,), exit_on_bye=True, parent_pid=os.getpid(),
-        user=SERVICE_USER if _user_exists(SERVICE_USER) else "nobody"))
-    args = [sys.executable, "-m", "s3slower", "aggregator",
-            "--settings", settings_json(child_settings)]
+    args = child_command(settings, endpoint, os.getpid(), os.getcwd(),
+                         SERVICE_USER if _user_exists(SERVICE_USER) else "nobody")
     stop = StopFlag()
     state = {"ready": False, "ending": False}
     child = subprocess.Popen(args, env=env, cwd="/")
@@ -292,6 +289,15 @@ def run_both(settings: Settings, selection) -> None:
             pass
     if child.returncode not in (None, *CHILD_DONE):
         raise ChildExited(_child_ended(child.returncode, state["ready"]))
+
+
+def child_command(settings: Settings, endpoint: str, parent_pid: int, cwd: str,
+                  user: str) -> list[str]:
+    """run's aggregator child: these settings (paths made absolute: it works
+    in /), with its endpoint and the options only run's child has."""
+    child = replace(settings.absolute(cwd), aggregator=AggregatorSettings(
+        connects=(endpoint,), exit_on_bye=True, parent_pid=parent_pid, user=user))
+    return [sys.executable, "-m", "s3slower", "aggregator", "--settings", settings_json(child)]
 
 
 def watch_child(child: subprocess.Popen, state: dict) -> None:

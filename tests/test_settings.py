@@ -216,3 +216,22 @@ def test_run_hands_its_child_absolute_paths(tmp_path, monkeypatch):
         (str(tmp_path / "t.yml"), str(tmp_path / "logs"), str(tmp_path / "empty.yaml"))
     assert a.absolute("/elsewhere") == a and a.collector == s.collector
     assert st.Settings().absolute("/x") == st.Settings()
+
+
+def test_run_hands_its_child_its_settings_through_the_real_command_line(tmp_path):
+    """What run starts its aggregator child with, parsed by the aggregator
+    command: run's settings, paths absolute, the child's own options put in."""
+    from s3slower import launch
+    config = tmp_path / "s3slower.yaml"
+    config.write_text("min_latency_ms: 20\nlog: {dir: logs}\n")
+    s, _ = settings("run", config, ["--min-latency", "3", "--output", "simple", "--pid", "9"])
+    argv = launch.child_command(s, "ipc:///run/x.sock", 4321, "/somewhere", "nobody")
+    assert argv[1:4] == ["-m", "s3slower", "aggregator"]
+    ctx = cli.cli.commands["aggregator"].make_context("aggregator", argv[4:])
+    child = ctx.meta["settings"]
+    assert child.aggregator == st.AggregatorSettings(
+        connects=("ipc:///run/x.sock",), exit_on_bye=True, parent_pid=4321, user="nobody")
+    assert (child.config.min_latency_ms, child.file.min_latency_ms) == (3.0, 20.0)
+    assert child.config.output == "simple" and child.pinned == s.pinned
+    assert child.config.log.dir == str(tmp_path / "logs")        # the file's: absolute already
+    assert child.config_path == str(config) and child.collector == s.collector
