@@ -1,4 +1,5 @@
-"""Start the halves: the collector loop, and `run`'s collector + aggregator child.
+"""Start the halves from their settings: the collector, the aggregator, and
+`run`'s collector + aggregator child.
 
 The privilege line is the process line: `run` keeps the collector (root) in
 this process and starts the aggregator as a child that drops to the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import grp
 import importlib
 import json
+import logging
 import os
 import pkgutil
 import pwd
@@ -18,12 +20,17 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Callable, Optional
 
 import click
 
+from s3slower.common.settings import SERVICE_USER, AggregatorSettings, Settings
+from s3slower.common.settings import to_json as settings_json
+from s3slower.reload import aggregator_reloader, collector_reloader
+
+log = logging.getLogger("s3slower")
 RUNTIME_DIR = "/run/s3slower"
-SERVICE_USER = "s3slower"
 CHILD_READY_TIMEOUT_S = 30
 # How long `run` gives its aggregator child to leave after the collector's BYE
 # (it drains what is queued), and after SIGTERM when there was no BYE.
@@ -101,44 +108,48 @@ def log_dir(path: str) -> None:
         pass
 
 
-def chgrp(path: str, group: str = SERVICE_USER) -> None:
-    try:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
-    except KeyError:
-        pass
-
-
 # -- the collector ------------------------------------------------------------
 
-def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
-                  on_ready, should_stop, *, ringbuf_pages: int = 0, curve=None,
-                  record_to=None, buffer_messages: Optional[int] = None,
-                  buffer_bytes: Optional[int] = None,
-                  reload: Optional[Callable[[object], None]] = None) -> None:
+def start_collector(settings: Settings) -> None:
+    """`s3slower collector`: check what it was given, then run it (as root)."""
+    from s3slower.keys import collector_curve
+    c = settings.collector
+    if not c.bind and not c.connect:
+        settings = replace(settings, collector=replace(
+            c, connect=settings.config.transport.endpoint))
+        c = settings.collector
+    if bool(c.bind) == bool(c.connect):
+        raise click.UsageError("give exactly one of --bind or --connect")
+    t = settings.config.transport
+    curve = collector_curve(c.bind or c.connect, t.curve_secret_key, t.curve_server_key,
+                            c.insecure)
+    selection = settings.selection(settings.targets_file)
+    require_root("the collector")
+    if c.bind and c.bind.startswith("ipc://"):
+        runtime_dir(os.path.dirname(c.bind[len("ipc://"):]))
+
+    def ready():
+        from s3slower.sdnotify import notify
+        notify("READY=1")
+        click.echo("s3slower collector: ready", err=True)
+
+    record_to = None
+    if c.record_path:
+        fd = os.open(c.record_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        record_to = os.fdopen(fd, "wb")
+    run_collector(settings, selection, ready, StopFlag(), curve=curve, record_to=record_to,
+                  reload=collector_reloader(settings))
+
+
+def run_collector(settings: Settings, selection, on_ready, should_stop, *, curve=None,
+                  record_to=None, reload: Optional[Callable[[object], None]] = None) -> None:
     """Load, attach, drain and publish until should_stop(); `reload(collector)`
     runs once a second."""
-    import zmq
+    from s3slower.collector.build import build
 
-    from s3slower.collector import filecache, hostprep
-    from s3slower.collector.libraries import LibraryFinder
-    from s3slower.collector.probes import DEFAULT_RINGBUF_PAGES, ProgramOptions, Probes
-    from s3slower.collector.publisher import (MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Publisher,
-                                              default_hostname)
-    from s3slower.collector.service import Collector
-
-    hostprep.prepare()
-    offset = time.time_ns() - time.monotonic_ns()
-    publisher = Publisher(zmq.Context.instance(), endpoint, bind=bind,
-                          hostname=hostname or default_hostname(), wall_offset_ns=offset,
-                          curve=curve, record_to=record_to,
-                          max_messages=buffer_messages or MAX_OUTBOX_MESSAGES,
-                          max_bytes=buffer_bytes or MAX_OUTBOX_BYTES)
-    if bind and endpoint.startswith("ipc://"):
-        chgrp(endpoint[len("ipc://"):])
-    opts = ProgramOptions(trace_all=selection.trace_all, self_pid=os.getpid(),
-                          ringbuf_pages=ringbuf_pages or DEFAULT_RINGBUF_PAGES)
-    col = Collector(lambda cb: Probes(opts, cb), publisher, selection,
-                    finder=LibraryFinder(filecache.DEFAULT_PATH))
+    col = build(settings, selection, curve=curve, record_to=record_to,
+                socket_group=SERVICE_USER)
+    publisher = col.publisher
     try:
         col.run(should_stop, on_ready, (lambda: reload(col)) if reload else None)
     finally:
@@ -148,26 +159,95 @@ def run_collector(endpoint: str, bind: bool, selection, hostname: Optional[str],
     summary("collector", fields)
 
 
+# -- the aggregator -------------------------------------------------------------
+
+def run_aggregator(settings: Settings) -> None:
+    """`s3slower aggregator` (and run's child): read what needs root, drop it,
+    then subscribe (or replay) and output until stopped."""
+    import zmq
+
+    from s3slower.aggregator.build import build
+    from s3slower.aggregator.subscriber import Subscriber
+    from s3slower.common.config import label_keys, load_targets
+    from s3slower.keys import aggregator_curve
+
+    a, t = settings.aggregator, settings.config.transport
+    if settings.file.prometheus.buffer_size is not None:
+        log.warning("%s: prometheus.buffer_size is deprecated and ignored (metrics are read "
+                    "when scraped); remove it", settings.config_path)
+    binds = a.binds
+    if not (a.connects or binds or a.replay_path) and t.endpoint:
+        binds = (t.endpoint,)
+    if bool(a.connects) + bool(binds) + bool(a.replay_path) != 1:
+        raise click.UsageError("give one of --connect, --bind or --replay")
+    endpoints = list(a.connects or binds)
+    curve = aggregator_curve(endpoints, t.curve_secret_key, t.allowed_keys_dir, a.insecure)
+    extra_labels = label_keys(load_targets(settings.config.targets_file))
+    if settings.config.container_label and "container_id" in extra_labels:
+        raise click.UsageError("a target's prom_labels key container_id collides with "
+                               "--container-label; rename that key")
+    replay_file = open(a.replay_path, "rb") if a.replay_path else None   # before dropping root
+    drop_privileges(a.user, a.allow_root)
+    if replay_file:
+        from s3slower.aggregator.replay import replay
+        agg, outputs = build(settings, None, extra_labels)
+        with replay_file:
+            try:
+                replay(replay_file, agg)
+            finally:
+                outputs.close()
+        _aggregator_summary(agg, 0)
+        return
+    if a.exit_on_bye:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides
+    stop = StopFlag(signals=(signal.SIGTERM,) if a.exit_on_bye
+                    else (signal.SIGINT, signal.SIGTERM))
+    sub = Subscriber(zmq.Context.instance(), endpoints, bind=bool(binds), curve=curve)
+    agg, outputs = build(settings, sub, extra_labels)
+
+    def should_stop() -> bool:
+        if stop() or (a.exit_on_bye and agg.byes > 0):
+            return True
+        return bool(a.parent_pid) and os.getppid() != a.parent_pid
+
+    def ready():
+        from s3slower.sdnotify import notify
+        notify("READY=1")
+        if not a.exit_on_bye:   # under `run`, the parent says ready for both
+            click.echo("s3slower aggregator: ready", err=True)
+
+    try:
+        agg.run(should_stop, ready, aggregator_reloader(settings, agg))
+    finally:
+        sub.close()
+        outputs.close()
+    _aggregator_summary(agg, sub.refused())
+
+
+def _aggregator_summary(agg, refused: int) -> None:
+    from s3slower.aggregator.ledger import stop_summary
+    summary("aggregator", {**stop_summary(agg.snapshot), "collectors_refused": refused})
+
+
 # -- run: both halves -----------------------------------------------------------
 
-def run_both(selection, child_args: list[str], *, log_to: Optional[str],
-             reload: Optional[Callable[[object], None]] = None) -> None:
-    """Collector here, aggregator as an unprivileged child; `child_args` are
-    the aggregator options to pass on (besides the endpoint).  Either half
+def run_both(settings: Settings, selection) -> None:
+    """Collector here, aggregator as an unprivileged child that is handed
+    these settings (its endpoint and run's own options put in).  Either half
     ending on its own ends both at once, with one line saying which."""
+    reload = collector_reloader(settings)
     require_root("s3slower run")
     runtime_dir(RUNTIME_DIR)
     endpoint = f"ipc://{RUNTIME_DIR}/run-{os.getpid()}.sock"
-    if log_to:
-        log_dir(log_to)
+    log = settings.config.log
+    if log.enabled:
+        log_dir(log.dir)
     notify_name = f"\0s3slower-run-{os.getpid()}"
     ready_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ready_sock.bind(notify_name)
     env = dict(os.environ, NOTIFY_SOCKET="@" + notify_name[1:])
-    args = [sys.executable, "-m", "s3slower", "aggregator", "--connect", endpoint,
-            "--exit-on-bye", "--parent-pid", str(os.getpid()), *child_args]
-    if not _user_exists(SERVICE_USER):
-        args += ["--user", "nobody"]
+    args = child_command(settings, endpoint, os.getpid(), os.getcwd(),
+                         SERVICE_USER if _user_exists(SERVICE_USER) else "nobody")
     stop = StopFlag()
     state = {"ready": False, "ending": False}
     child = subprocess.Popen(args, env=env, cwd="/")
@@ -193,15 +273,11 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
         click.echo("s3slower: ready", err=True)
         forward_sighup_to(child)        # it handles SIGHUP once it is ready
 
-    def every_second(col) -> None:
-        if reload:
-            reload(col)
-
     said_bye = False
     try:
-        run_collector(endpoint, True, selection, None, ready,
-                      lambda: stop() or child.poll() is not None,
-                      reload=every_second)
+        run_collector(replace(settings, collector=replace(settings.collector, bind=endpoint)),
+                      selection, ready, lambda: stop() or child.poll() is not None,
+                      reload=reload)
         said_bye = True
     finally:
         state["ending"] = True
@@ -213,6 +289,15 @@ def run_both(selection, child_args: list[str], *, log_to: Optional[str],
             pass
     if child.returncode not in (None, *CHILD_DONE):
         raise ChildExited(_child_ended(child.returncode, state["ready"]))
+
+
+def child_command(settings: Settings, endpoint: str, parent_pid: int, cwd: str,
+                  user: str) -> list[str]:
+    """run's aggregator child: these settings (paths made absolute: it works
+    in /), with its endpoint and the options only run's child has."""
+    child = replace(settings.absolute(cwd), aggregator=AggregatorSettings(
+        connects=(endpoint,), exit_on_bye=True, parent_pid=parent_pid, user=user))
+    return [sys.executable, "-m", "s3slower", "aggregator", "--settings", settings_json(child)]
 
 
 def watch_child(child: subprocess.Popen, state: dict) -> None:

@@ -1,15 +1,15 @@
 """JSON-lines log of records (SPEC §6), rotated by size, never blocking the tracer.
 
 Invariants
-* One record is one line (`rec.to_json_dict()`, compact JSON, ASCII), and a line
+* One record is one line (`records.to_json`, compact, ASCII), and a line
   is written whole into one file: the file is rotated *before* a line that
   would take it past `max_size_bytes`.  A single line longer than that gets a
   file of its own (the only way a file exceeds the size).
 * `s3slower.log` is the live file; `s3slower.log.1` the newest backup up to
   `s3slower.log.N` the oldest, N = `max_backups` (0: no backups kept).
 * `write()` never blocks: records go through a bounded queue (LOG_QUEUE_RECORDS)
-  to one daemon writer thread; a record that finds the queue full is dropped
-  and counted (`records_dropped`).
+  to one daemon writer thread (`queuewriter.QueueWriter`); a record that finds
+  the queue full is dropped and counted (`records_dropped`).
 * Failures (unwritable or missing directory, ENOSPC, EROFS, EIO ...) are
   reported once per kind of error (errno) through `on_error` (default:
   logging.warning), counted in `write_errors`, and the records that could not
@@ -20,15 +20,13 @@ Invariants
 from __future__ import annotations
 
 import errno as _errno
-import json
 import logging
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from s3slower.aggregator.records import Record
+from s3slower.aggregator.queuewriter import QueueWriter
+from s3slower.aggregator.records import Record, to_json
 
 # ~1 s of a very busy host's records (~400 B each on disk, ~1 KB queued):
 # a disk slower than that for longer is not keeping up, and memory must not
@@ -39,7 +37,6 @@ FILE_MODE = 0o640
 CLOSE_TIMEOUT_S = 5.0
 
 _log = logging.getLogger(__name__)
-_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -72,28 +69,19 @@ class RotatingJsonLog:
         self.max_size_bytes = max_size_bytes
         self.max_backups = max_backups
         self.on_error = on_error or _log.warning
-        self._q: queue.Queue = queue.Queue(maxsize=max_queued_records)
         self._fd: Optional[int] = None
         self._size = 0
-        self._dropped = 0                                    # caller's thread
         self._written = self._failed = self._bytes = 0       # writer thread
         self._rotations = self._errors = 0
         self._last_error = ""
         self._reported: set[int] = set()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="s3slower-logfile",
-                                        daemon=True)
-        self._thread.start()
+        self._writer = QueueWriter(self._write_records, name="s3slower-logfile",
+                                   max_queued=max_queued_records, batch=WRITE_BATCH_RECORDS,
+                                   on_stop=self._close_fd)
 
     # -- the caller's side (never blocks) -----------------------------------------
     def write(self, rec: Record) -> None:
-        if self._closed:
-            self._dropped += 1
-            return
-        try:
-            self._q.put_nowait(rec)
-        except queue.Full:
-            self._dropped += 1
+        self._writer.put(rec)
 
     emit = write                                  # the aggregator's Sink protocol
 
@@ -102,34 +90,16 @@ class RotatingJsonLog:
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Write what is queued and close the file (waits at most ~timeout_s)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._q.put(_STOP, timeout=timeout_s)
-        except queue.Full:
-            return
-        self._thread.join(timeout=timeout_s)
+        self._writer.close(timeout_s)
 
     def statistics(self) -> LogStatistics:
-        return LogStatistics(self._written, self._dropped, self._failed, self._bytes,
-                             self._rotations, self._errors, self._q.qsize(),
+        return LogStatistics(self._written, self._writer.dropped, self._failed, self._bytes,
+                             self._rotations, self._errors, self._writer.queued,
                              self._last_error)
 
     # -- the writer thread -----------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            batch = [self._q.get()]
-            while len(batch) < WRITE_BATCH_RECORDS:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is _STOP for item in batch)
-            self._write_lines([_line(r) for r in batch if r is not _STOP])
-            if stop:
-                self._close_fd()
-                return
+    def _write_records(self, records: list[Record]) -> None:
+        self._write_lines([_line(r) for r in records])
 
     def _write_lines(self, lines: list[bytes]) -> None:
         if lines and self._fd is None and not self._open():   # also learns the size
@@ -228,4 +198,4 @@ class RotatingJsonLog:
 
 
 def _line(rec: Record) -> bytes:
-    return (json.dumps(rec.to_json_dict(), separators=(",", ":")) + "\n").encode()
+    return (to_json(rec, compact=True) + "\n").encode()

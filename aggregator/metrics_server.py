@@ -97,10 +97,10 @@ def _make_server(host: str, port: int, handler: type) -> _Server:
     return server_cls((host, port), handler)
 
 
-def serve(registry: CollectorRegistry, host: str = "::", port: int = 9000,
+def serve(registry: CollectorRegistry, host: str, port: int,
           health: Optional[Callable[[], dict]] = None) -> MetricsServer:
-    """Start serving `registry` (and `health()` at /health?detail); raises
-    OSError when the address cannot be bound."""
+    """Start serving `registry` (and `health()` at /health?detail) at host and
+    port (the settings' --host/--port); raises OSError when they cannot be bound."""
     handler = type("MetricsHandler", (_Handler,),
                    {"registry": registry, "health": staticmethod(health) if health else None})
     try:

@@ -14,25 +14,28 @@ from typing import Optional
 from s3slower.aggregator.logfile import RotatingJsonLog
 from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, terminal_width,
                                           use_color)
+from s3slower.common.config import Config
 from s3slower.common.losses import Loss
 
-OUTPUTS = ("table", "simple", "json", "none")
+_D = Config()
 
 
 @dataclass(frozen=True)
 class OutputOptions:
-    output: str = "table"
-    max_url_length: int = 50
+    """What the outputs take of the settings (aggregator/build.py); the
+    defaults are the config's (common/config.py)."""
+    output: str = _D.output
+    max_url_length: int = _D.screen.max_url_length
     log_dir: Optional[str] = None          # None: no log file
-    log_max_size_mb: int = 100
-    log_max_backups: int = 5
-    prometheus: bool = False
-    prom_host: str = "::"
-    prom_port: int = 9000
+    log_max_size_mb: int = _D.log.max_size_mb
+    log_max_backups: int = _D.log.max_backups
+    prometheus: bool = _D.prometheus.enabled
+    prom_host: str = _D.prometheus.prom_exporter_host
+    prom_port: int = _D.prometheus.prom_exporter_port
     extra_label_keys: tuple[str, ...] = ()
-    max_buckets: int = 1000
-    container_label: bool = False
-    interval_s: float = 5.0
+    max_buckets: int = _D.max_buckets
+    container_label: bool = _D.container_label
+    interval_s: float = _D.interval
 
 
 @dataclass

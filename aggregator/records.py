@@ -1,10 +1,13 @@
 """The S3 request record: what every output (json, table, log, metrics) shows.
 
-SPEC §6 names the JSON keys; `to_json_dict` is the single place that spells them.
+SPEC §6 names the JSON keys; `to_json_dict` is the single place that spells
+them, and `to_json` the single place that writes a record as JSON text (the
+terminal's `--output json`, the log file); `--output simple` reads the dict.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -85,6 +88,12 @@ class Record:
             d["container_id"] = self.container.id
             d["container_pid"] = self.container.pid
         return d
+
+
+def to_json(rec: Record, *, compact: bool = False) -> str:
+    """One line of JSON: `--output json` as json.dumps spaces it, the log file
+    compact (no spaces after separators)."""
+    return json.dumps(rec.to_json_dict(), separators=(",", ":") if compact else None)
 
 
 def rfc3339(wall_ns: int) -> str:

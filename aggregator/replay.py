@@ -10,9 +10,8 @@ from typing import BinaryIO
 
 from s3slower.aggregator.service import Aggregator
 from s3slower.common import protocol, recording
-from s3slower.common.events import FIELD_OFFSETS, HEADER_SIZE
+from s3slower.common.events import HEADER_SIZE, peek_end_ns
 
-_END = FIELD_OFFSETS["end_ns"]
 TICK_NS = 1_000_000_000
 
 
@@ -22,7 +21,7 @@ def _latest_return(msg: protocol.Message) -> int:
     if msg.kind is protocol.MsgKind.EVENTS:
         for raw in msg.body["events"]:
             if len(raw) >= HEADER_SIZE:
-                latest = max(latest, int.from_bytes(raw[_END:_END + 8], "little"))
+                latest = max(latest, peek_end_ns(raw))
     return latest + msg.wall_offset_ns if latest else 0
 
 

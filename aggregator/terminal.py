@@ -17,21 +17,21 @@ errors and loss by source — `loss 0` when there is none (STYLE habit 3) — th
 the tick's ledger's other families (tracer errors, skipped bytes) when not 0.
 
 `TerminalWriter` takes records on the tracing thread and hands them to a
-daemon thread through a bounded queue; a slow or blocked stdout drops lines
-(counted in `statistics().dropped_lines`), never the tracer.
+daemon thread through a bounded queue (`queuewriter.QueueWriter`); a slow or
+blocked stdout drops lines (counted in `statistics().dropped_lines`), never
+the tracer.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
-import queue
-import threading
 import unicodedata
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol, TextIO
 
-from s3slower.aggregator.records import Record
+from s3slower.aggregator.queuewriter import QueueWriter
+from s3slower.aggregator.records import Record, to_json
 from s3slower.common.losses import Family
 
 # A human reads a few dozen rows a second; 4096 queued lines is already
@@ -280,7 +280,7 @@ def _value(v: object) -> str:
 
 class JsonRenderer:
     def render(self, rec: Record) -> list[str]:
-        return [json.dumps(rec.to_json_dict())]
+        return [to_json(rec)]
 
     def status(self, snap: StatusSnapshot) -> list[str]:
         return []
@@ -308,9 +308,6 @@ class TerminalStatistics:
     write_error: str                  # "" while the stream takes writes
 
 
-_STOP = object()
-
-
 class TerminalWriter:
     """The terminal Sink: emit() never blocks; a daemon thread writes."""
 
@@ -320,16 +317,12 @@ class TerminalWriter:
         self.stream = stream
         self.renderer = renderer
         self.status_every_ns = int(status_every_s * 1e9)
-        self._q: queue.Queue = queue.Queue(maxsize=max_queued_lines)
         self._requests = self._errors = 0
-        self._dropped_full = 0               # counted by the caller's thread
         self._dropped_io = self._written = 0  # counted by the writer thread
         self._write_error = ""
         self._last_status: Optional[tuple[int, int]] = None   # (now_ns, requests)
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="s3slower-terminal",
-                                        daemon=True)
-        self._thread.start()
+        self._writer = QueueWriter(self._write, name="s3slower-terminal",
+                                   max_queued=max_queued_lines, batch=WRITE_BATCH_LINES)
 
     def emit(self, rec: Record) -> None:
         self._requests += 1
@@ -351,26 +344,7 @@ class TerminalWriter:
                                  more))
 
     def _put(self, item: object) -> None:
-        if self._closed:
-            self._dropped_full += 1
-            return
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            self._dropped_full += 1
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._q.get()]
-            while len(batch) < WRITE_BATCH_LINES:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is _STOP for item in batch)
-            self._write([item for item in batch if item is not _STOP])
-            if stop:
-                return
+        self._writer.put(item)
 
     def _write(self, items: list) -> None:
         if self._write_error:                   # the stream is gone: count, move on
@@ -394,16 +368,9 @@ class TerminalWriter:
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Write what is queued (waiting at most timeout_s for a slow stream)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._q.put(_STOP, timeout=timeout_s)
-        except queue.Full:
-            return
-        self._thread.join(timeout=timeout_s)
+        self._writer.close(timeout_s)
 
     def statistics(self) -> TerminalStatistics:
         return TerminalStatistics(self._requests, self._errors, self._written,
-                                  self._dropped_full + self._dropped_io, self._q.qsize(),
+                                  self._writer.dropped + self._dropped_io, self._writer.queued,
                                   self._write_error)

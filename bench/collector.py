@@ -27,14 +27,13 @@ import zmq
 from bench.harness import (WORK, BenchError, Figure, Proc, S3SLOWER, build_helper,
                            cpu_seconds, log, profile_top, profiled)
 from s3slower.common import protocol
-from s3slower.common.events import FIELD_OFFSETS
+from s3slower.common.events import peek_pid
 from s3slower.common.protocol import MsgKind
 
 TARGET = 250_000
 LADDER = (100_000, 250_000, 400_000, 500_000, 600_000, 800_000, 1_000_000)
 SECONDS_PER_STEP = 3.0
 IOV = 4
-_PID = FIELD_OFFSETS["pid"]
 
 
 class Counter(threading.Thread):
@@ -54,7 +53,6 @@ class Counter(threading.Thread):
         self.stop = False
 
     def run(self) -> None:
-        pid_bytes = None
         while not self.stop:
             if not self.sock.poll(100):
                 continue
@@ -64,10 +62,8 @@ class Counter(threading.Thread):
             self.last_seq = msg.seq
             if msg.kind is not MsgKind.EVENTS:
                 continue
-            if pid_bytes is None or pid_bytes[0] != self.pid:
-                pid_bytes = (self.pid, self.pid.to_bytes(4, "little", signed=True))
-            pb = pid_bytes[1]
-            self.count += sum(1 for raw in msg.body["events"] if raw[_PID:_PID + 4] == pb)
+            pid = self.pid
+            self.count += sum(1 for raw in msg.body["events"] if peek_pid(raw) == pid)
 
     def close(self) -> None:
         self.stop = True

@@ -24,7 +24,7 @@ from s3slower.collector.libraries import LibraryFinder
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.collector.tracker import Tracker
-from s3slower.common.events import FIELD_OFFSETS, Kind, MalformedEvent, decode_event
+from s3slower.common.events import Kind, MalformedEvent, decode_event, peek_kind, peek_pid
 from s3slower.common.losses import Loss, heartbeat_maps, summary
 from s3slower.common.protocol import MsgKind
 from s3slower.common.targets import ProcInfo, Selection, Target
@@ -45,8 +45,6 @@ HEARTBEAT_NS = 1_000_000_000
 # kernel reports the EXIT of at most this many (its seen_pids map), so beyond
 # it the set starts afresh (a process announced twice is harmless).
 MAX_ANNOUNCED = 65536
-_KIND_OFF = FIELD_OFFSETS["kind"]
-_PID_OFF = FIELD_OFFSETS["pid"]
 
 
 @dataclass(frozen=True)
@@ -94,17 +92,16 @@ class Collector:
 
     # Called from inside ring_buffer_poll for every record: keep it short.
     def _on_record(self, raw: bytes) -> None:
-        kind = raw[_KIND_OFF]
+        kind = peek_kind(raw)
         if kind == Kind.MMAP:           # for the tracker only
-            self._mmaps.add(int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"))
+            self._mmaps.add(peek_pid(raw))
             return
         self._batch.append(raw)
         self._batch_bytes += len(raw)
         if kind == Kind.EXEC or kind == Kind.EXIT:
-            self._lifecycle.append((kind, int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"),
-                                    raw))
+            self._lifecycle.append((kind, peek_pid(raw), raw))
         elif kind == Kind.CONNECT and self._announce_connects:
-            self._connected.append(int.from_bytes(raw[_PID_OFF:_PID_OFF + 4], "little"))
+            self._connected.append(peek_pid(raw))
         if len(self._batch) >= BATCH_MAX_EVENTS or self._batch_bytes >= BATCH_MAX_BYTES:
             self._send_batch()
 

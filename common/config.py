@@ -8,17 +8,19 @@ Invariants:
     its meaning (drop-in); unknown keys, wrong types and out-of-range values
     are errors, one line naming the file, the key path and what is allowed.
   * No file at all is the defaults.  A key left empty means its default.
-  * Flags win over files: `default_map` feeds click's `default_map`, which
-    only fills parameters the command line did not give.
+  * Flags win over files: `default_map` (common/configkeys.py) feeds click's
+    `default_map`, which only fills parameters the command line did not give.
   * Relative paths in a loaded file are relative to that file's directory.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from s3slower.common.configkeys import (changed_keys, default_map,  # noqa: F401 (re-exported)
+                                        paths_relative_to)
 from s3slower.common.targets import MATCH_TYPES, TLS_MODES, WATCH_PREFIX, Target
 from s3slower.common.validate import (ConfigError, Where, boolean, choice, integer, items,
                                       number, parse_yaml, section, string)
@@ -334,7 +336,7 @@ def load_config(path: PathArg, default_path: str = DEFAULT_CONFIG_PATH) -> Confi
     if text is None:
         return Config()
     config = parse_config(parse_yaml(text, source), source)
-    return _relative_to(config, os.path.dirname(os.path.abspath(source)))
+    return paths_relative_to(config, os.path.dirname(os.path.abspath(source)))
 
 
 def load_targets(path: PathArg, default_path: str = DEFAULT_TARGETS_PATH) -> tuple[Target, ...]:
@@ -345,55 +347,3 @@ def load_targets(path: PathArg, default_path: str = DEFAULT_TARGETS_PATH) -> tup
     if text is None:
         return ()
     return parse_targets(parse_yaml(text, source), source)
-
-
-def _relative_to(config: Config, base: str) -> Config:
-    def at(p: Optional[str]) -> Optional[str]:
-        return None if p is None else os.path.join(base, p)   # join keeps absolute p
-
-    t = config.transport
-    return replace(
-        config, targets_file=at(config.targets_file),
-        log=replace(config.log, dir=at(config.log.dir)),
-        transport=replace(t, curve_secret_key=at(t.curve_secret_key),
-                          curve_server_key=at(t.curve_server_key),
-                          allowed_keys_dir=at(t.allowed_keys_dir)))
-
-
-# --------------------------------------------------------------------------
-# click and reload
-
-def default_map(config: Config) -> dict[str, Any]:
-    """click `default_map` for run/attach/aggregator (and collector): parameter
-    name -> value.  click consults it only for parameters not given as flags,
-    and ignores names a command does not have.  Unset optional paths are left
-    out so click's own default (None) applies."""
-    p, s, log, t = config.prometheus, config.screen, config.log, config.transport
-    m: dict[str, Any] = {
-        "interval": config.interval, "min_latency": config.min_latency_ms,
-        "debug": config.debug, "output": config.output, "max_url_length": s.max_url_length,
-        "prometheus": p.enabled, "host": p.prom_exporter_host, "port": p.prom_exporter_port,
-        "prom_buffer_size": p.buffer_size,
-        "log_dir": log.dir, "log_max_size": log.max_size_mb,
-        "log_max_backups": log.max_backups, "no_log": not log.enabled,
-        "max_buckets": config.max_buckets, "container_label": config.container_label,
-        "path_style_endpoints": config.path_style_endpoints,
-    }
-    optional = {"targets_file": config.targets_file, "curve_secret_key": t.curve_secret_key,
-                "curve_server_key": t.curve_server_key, "allowed_keys": t.allowed_keys_dir}
-    m.update({k: v for k, v in optional.items() if v is not None})
-    return m
-
-
-def changed_keys(old: Config, new: Config) -> tuple[str, ...]:
-    """Dotted key paths whose values differ (for reload: what to apply or refuse)."""
-    return tuple(_diff(old, new, ""))
-
-
-def _diff(old: Any, new: Any, prefix: str) -> Iterable[str]:
-    for f in fields(old):
-        a, b, name = getattr(old, f.name), getattr(new, f.name), prefix + f.name
-        if is_dataclass(a):
-            yield from _diff(a, b, name + ".")
-        elif a != b:
-            yield name

@@ -63,3 +63,14 @@ def test_event_round_trip():
 def test_malformed_records_are_our_error(raw):
     with pytest.raises(events.MalformedEvent):
         events.decode_event(raw)
+
+
+def test_peeks_read_the_fields_decode_reads():
+    """The header fields read without a decode (collector, replay) are the ones
+    decode_event finds, at the pinned offsets."""
+    ev = events.Event(11, 0xFFFF_FFFF_0000_0001, 3, 0x8765_4321, 5, 6, 16, events.Kind.EXIT,
+                      0, 0, "sh", b"", b"")
+    raw = events.encode_event(ev)
+    assert events.peek_kind(raw) == events.Kind.EXIT == events.decode_event(raw).kind
+    assert events.peek_pid(raw) == 0x8765_4321 == events.decode_event(raw).pid
+    assert events.peek_end_ns(raw) == 0xFFFF_FFFF_0000_0001 == events.decode_event(raw).end_ns

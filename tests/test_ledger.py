@@ -16,7 +16,7 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from s3slower import cli, reasons
+from s3slower import launch, reasons
 from s3slower.aggregator import pipeline as pipeline_mod
 from s3slower.aggregator.auth import ZAP_ENDPOINT, KeyAuthenticator
 from s3slower.aggregator.outputs import OutputOptions, build_outputs
@@ -99,7 +99,7 @@ class Harness:
             health = json.loads(r.read())
         self.outputs.close()
         capsys.readouterr()
-        cli._aggregator_summary(self.agg, 0)
+        launch._aggregator_summary(self.agg, 0)
         summary = _summary(capsys.readouterr().err, "aggregator")
         status = [ln for ln in self.screen.text.getvalue().splitlines() if ln.startswith("-- ")]
         return Views(metrics, health, summary, status[-1])
@@ -267,7 +267,7 @@ def _refused(h, loss):
     poller.register(auth.sock, zmq.POLLIN)
     assert poller.poll(10_000)
     auth.handle()
-    h.extra[loss] = auth.statistics().refused      # as cli wires Subscriber.refused()
+    h.extra[loss] = auth.statistics().refused      # as aggregator/build.py wires it
     req.close()
     auth.sock.close()
     ctx.term()

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Tracer, VENV_BIN, need_root_bpf, wait_until
+from s3slower.common import events
 
 pytestmark = pytest.mark.e2e
 
@@ -380,7 +381,7 @@ def test_collector_survives_full_ring_buffer_and_counts_the_loss(tmp_path, http_
             msg = protocol.decode(pull.recv())
             if msg.kind is MsgKind.EVENTS:
                 got.extend(e for e in msg.body["events"]
-                           if int.from_bytes(e[24:28], "little") == writer.pid)
+                           if events.peek_pid(e) == writer.pid)
             elif msg.kind is MsgKind.HEARTBEAT:
                 lost_seen[0] = max(lost_seen[0], msg.body["lost"].get("ringbuf", 0))
         return True
