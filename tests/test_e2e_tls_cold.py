@@ -31,10 +31,14 @@ pytestmark = pytest.mark.e2e
 # a slow import slows the job's mappings as much as the tracer.
 FIRST_REQUEST_S = 0.3
 CACHE_DIR = "/var/cache/s3slower"
-# The tracer in a mount namespace of its own, its cache directory empty.
+# The tracer in a mount namespace of its own, its cache directory empty.  The
+# merged kernel-header tree lives there too (collector/hostprep.py): a
+# BCC_KERNEL_SOURCE inherited from this process (set by any earlier test that
+# prepared the host) would name a directory the tmpfs hides, so the tracer
+# merges its own.
 EMPTY_CACHE = ("unshare", "--mount", "sh", "-c",
                'mkdir -p "$0" && mount -t tmpfs -o mode=0750 s3slower-test-cache "$0" '
-               '&& exec "$@"', CACHE_DIR)
+               '&& exec env -u BCC_KERNEL_SOURCE "$@"', CACHE_DIR)
 
 
 @pytest.fixture
