@@ -74,3 +74,26 @@ def test_peeks_read_the_fields_decode_reads():
     assert events.peek_kind(raw) == events.Kind.EXIT == events.decode_event(raw).kind
     assert events.peek_pid(raw) == 0x8765_4321 == events.decode_event(raw).pid
     assert events.peek_end_ns(raw) == 0xFFFF_FFFF_0000_0001 == events.decode_event(raw).end_ns
+
+
+def test_opaque_counts_layout_matches_c(tmp_path):
+    fields = list(events.OPAQUE_FIELD_OFFSETS)
+    body = "\n".join(f'printf("{f} %zu\\n", offsetof(struct s3s_opaque, {f}));' for f in fields)
+    src = tmp_path / "opaque.c"
+    src.write_text(textwrap.dedent(f"""
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <linux/types.h>
+        #include "s3slower.h"
+        int main(void) {{
+            {body}
+            printf("SIZE %zu\\nEVERY %llu\\n", sizeof(struct s3s_opaque), S3S_OPAQUE_EVERY_NS);
+            return 0;
+        }}"""))
+    exe = tmp_path / "opaque"
+    subprocess.run(["cc", f"-I{bpf.DIR}", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    c = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+    assert c.pop("SIZE") == events.OPAQUE.size == 24
+    assert c.pop("EVERY") == events.OPAQUE_EVERY_NS
+    assert c == events.OPAQUE_FIELD_OFFSETS
