@@ -23,6 +23,7 @@ from s3slower.collector import processes
 from s3slower.collector.libraries import LibraryFinder
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
+from s3slower.collector.tlsstack import StackGuesser
 from s3slower.collector.tracker import Tracker
 from s3slower.common.events import Kind, MalformedEvent, decode_event, peek_kind, peek_pid
 from s3slower.common.losses import Loss, heartbeat_maps, summary
@@ -79,6 +80,7 @@ class Collector:
         self._connected: list[int] = []       # pids that connected since the last batch
         self._announced: set[int] = set()
         self._announce_connects = selection.trace_all
+        self._stacks = StackGuesser()
         finder = finder or LibraryFinder()
         # The BPF compile (C, without the GIL) and inspecting the files the
         # host's processes map (Python) take the same second: side by side.
@@ -121,6 +123,7 @@ class Collector:
         where = processes.placement(info.pid)
         if where is not None:
             body["cgroup"], body["ns_pid"] = where
+        body["tls_stack"] = self._stacks.guess(info.pid)
         self.publisher.publish(MsgKind.PROCESS, body)
 
     def _announce_connected(self) -> None:
