@@ -66,9 +66,7 @@ class OpaqueTls:
             "labels": dict(self.labels),
         }
         if self.container is not None:
-            d["cgroup"] = self.container.cgroup
-            d["container_id"] = self.container.id
-            d["container_pid"] = self.container.pid
+            d.update(self.container.json_keys())
         return d
 
 
