@@ -220,3 +220,36 @@ def test_boto3_over_https_is_read_not_opaque(traced, moto_ca):
     marker_arrives(traced)
     assert all(r["tls"] == "openssl" for r in traced.records_for({pid})), recs
     assert traced.opaque({pid}) == []
+
+
+# A TLS handshake through memory BIOs on a plain socket (OpenSSL's handshake
+# is not probed, and no SSL_read/SSL_write ever runs), then an exit with the
+# connection open: the kernel closes it, no close() is seen.
+HANDSHAKE_THEN_EXIT = r"""
+import os, socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        s.sendall(out.read())
+        inc.write(s.recv(65536))
+s.sendall(out.read())
+print(os.getpid(), flush=True)
+os._exit(0)
+"""
+
+
+def test_a_connection_open_at_exit_is_reported(traced, moto_ca):
+    port = moto_ca.url.rsplit(":", 1)[1]
+    out = run_client([str(VENV_BIN / "python"), "-c", HANDSHAKE_THEN_EXIT, port,
+                      str(moto_ca.ca)])
+    pid = int(out.stdout.split()[0])
+    [d] = _opaque_lines(traced, pid, 1)
+    assert (d["endpoint"], d["sni"], d["stack"], d["open"]) == \
+        (f"127.0.0.1:{port}", "localhost", "unknown", False), d
+    assert 200 < d["bytes_sent"] < 4096 and 1000 < d["bytes_received"] < 16384, d
