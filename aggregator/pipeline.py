@@ -1,7 +1,8 @@
 """From wire messages to Records: collectors ▸ events ▸ connections (pure).
 
 `Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
-the records that became final.  State is bounded: MAX_CONNECTIONS live
+the records that became final; `handle` also returns the opaque TLS lines
+(aggregator/opaque.py: `OpaqueTls`, for the sinks that take them).  State is bounded: MAX_CONNECTIONS live
 connections (least recently used evicted and counted), processes and
 collectors forgotten when they exit or go away, and every map keyed by what
 the wire says (processes, addresses, collectors, counter names) has its own
