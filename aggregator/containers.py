@@ -47,6 +47,10 @@ class Container:
     id: str            # the runtime's container id or machine name; "" when unknown
     pid: int           # the process's pid inside the container's pid namespace
 
+    def json_keys(self) -> dict:
+        """The keys a record of a process in this container adds (containers.md)."""
+        return {"cgroup": self.cgroup, "container_id": self.id, "container_pid": self.pid}
+
 
 def container_id(cgroup: str) -> str:
     """The container a cgroup path names (see the shapes above); "" for none."""

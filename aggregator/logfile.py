@@ -84,6 +84,7 @@ class RotatingJsonLog:
         self._writer.put(rec)
 
     emit = write                                  # the aggregator's Sink protocol
+    emit_opaque = write                           # opaque_tls lines (aggregator/opaque.py)
 
     def tick(self, stats: object, now_wall_ns: int) -> None:
         pass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from s3slower.aggregator.logfile import RotatingJsonLog
+from s3slower.aggregator.opaque_out import JsonTerminal, OpaqueMetrics, OpaqueWarnings
 from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, terminal_width,
                                           use_color)
 from s3slower.common.config import Config
@@ -67,7 +68,7 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         width = terminal_width(sys.stdout, os.environ)
         renderer = make_renderer(opts.output, width=width,
                                  max_url_length=opts.max_url_length, color=color)
-        out.terminal = term = TerminalWriter(sys.stdout, renderer)
+        out.terminal = term = JsonTerminal(sys.stdout, renderer)
         out.sinks.append(term)
         out.loss_sources.append(lambda: {Loss.TERMINAL: term.statistics().dropped_lines})
     if opts.prometheus:
@@ -81,5 +82,7 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
                               container_label=opts.container_label)
         sink = MetricsSink(out.metrics, registry)
         out.sinks.append(sink)
+        out.sinks.append(OpaqueMetrics(registry))
         out.server = serve(registry, opts.prom_host, opts.prom_port, health=sink.health)
+    out.sinks.append(OpaqueWarnings())
     return out

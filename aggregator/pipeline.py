@@ -1,7 +1,8 @@
 """From wire messages to Records: collectors ▸ events ▸ connections (pure).
 
 `Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
-the records that became final.  State is bounded: MAX_CONNECTIONS live
+the records that became final; `handle` also returns the opaque TLS lines
+(aggregator/opaque.py: `OpaqueTls`, for the sinks that take them).  State is bounded: MAX_CONNECTIONS live
 connections (least recently used evicted and counted), processes and
 collectors forgotten when they exit or go away, and every map keyed by what
 the wire says (processes, addresses, collectors, counter names) has its own
@@ -26,6 +27,7 @@ from typing import Mapping, NamedTuple, Optional
 from s3slower.aggregator import containers, errorlog
 from s3slower.aggregator.correlate import Connection, Peer
 from s3slower.aggregator.http1 import Chunk
+from s3slower.aggregator.opaque import OpaqueTls, OpaqueTracker, Who
 from s3slower.aggregator.records import Record
 from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
 from s3slower.common.losses import Loss, from_heartbeat
@@ -59,6 +61,8 @@ class _Process(NamedTuple):
     """What a PROCESS announcement says that records carry."""
     labels: Mapping[str, str]
     container: Optional[containers.Container]
+    tls_stack: str = "unknown"      # collector/tlsstack.py's guess, for opaque_tls lines
+    comm: str = ""                  # the process's (records carry their thread's)
 
 
 _UNANNOUNCED = _Process({}, None)
@@ -95,6 +99,7 @@ class Pipeline:
         self._collectors: collections.OrderedDict[str, CollectorState] = \
             collections.OrderedDict()                     # hostname -> state
         self._lost: collections.Counter[Loss] = collections.Counter()
+        self._opaque = OpaqueTracker()
         self._messages = self._events = self._records = self._errors = 0
 
     # -- messages ----------------------------------------------------------
@@ -105,7 +110,9 @@ class Pipeline:
             return self._events_batch(msg)
         if msg.kind is MsgKind.PROCESS:
             pid = msg.body["pid"]
-            proc = _Process(msg.body.get("labels", {}), containers.from_process(msg.body, pid))
+            proc = _Process(msg.body.get("labels", {}), containers.from_process(msg.body, pid),
+                            str(msg.body.get("tls_stack", "unknown")),
+                            str(msg.body.get("comm", "")))
             if _bounded_put(self._procs, (msg.instance, pid), proc, MAX_PROCESSES) is not None:
                 self._count(Loss.PROCESS_EVICTED, f"over {MAX_PROCESSES} processes")
         return []
@@ -143,8 +150,8 @@ class Pipeline:
             self._count(Loss.COLLECTOR_EVICTED,
                         f"{evicted.hostname} forgotten: over {MAX_COLLECTORS} collectors")
 
-    def _events_batch(self, msg: Message) -> list[Record]:
-        out: list[Record] = []
+    def _events_batch(self, msg: Message) -> list[Record | OpaqueTls]:
+        out: list = []
         for raw in msg.body["events"]:
             try:
                 ev = decode_event(raw)
@@ -169,7 +176,28 @@ class Pipeline:
                 for k in list(self._by_pid.get((msg.instance, ev.pid), ())):
                     out.extend(self._close(k, "the process's exit"))
                 self._procs.pop((msg.instance, ev.pid), None)
+            elif ev.kind == Kind.TLS_HELLO:
+                self._hello(key, ev)
+            elif ev.kind == Kind.OPAQUE:
+                out.extend(self._opaque_report(key, msg, ev))
         return out
+
+    # -- opaque TLS (aggregator/opaque.py) ----------------------------------
+    def _hello(self, key: tuple, ev) -> None:
+        evicted = self._opaque.evicted
+        self._opaque.hello(key, ev)
+        if self._opaque.evicted > evicted:
+            self._count(Loss.OPAQUE_EVICTED, f"over {self._opaque.max_hellos} opaque TLS "
+                        "connections, the least recent forgotten")
+
+    def _opaque_report(self, key: tuple, msg: Message, ev) -> list[OpaqueTls]:
+        proc = self._procs.get((msg.instance, ev.pid), _UNANNOUNCED)
+        recs = self._opaque.report(key, ev, Who(msg.hostname, msg.wall_offset_ns,
+                                                self._addrs.get(key, ""), proc.tls_stack,
+                                                proc.comm, proc.labels, proc.container))
+        if any(r.closed for r in recs):
+            self._addrs.pop(key, None)
+        return recs
 
     def _conn(self, key: tuple, msg: Message, comm: str, out: list[Record]) -> Connection:
         conn = self._conns.get(key)
@@ -180,6 +208,7 @@ class Pipeline:
         peer = Peer(msg.hostname, key[1], comm, proc.labels, self._addrs.pop(key, ""),
                     proc.container)
         conn = Connection(peer, msg.wall_offset_ns, self.path_style_hosts)
+        self._opaque.forget(key)            # plaintext: not opaque after all
         self._conns[key] = conn
         self._by_pid.setdefault(key[:2], set()).add(key)
         if len(self._conns) > MAX_CONNECTIONS:
@@ -266,5 +295,8 @@ def _sockaddr(data: bytes) -> str:
         return f"{ipaddress.IPv4Address(data[4:8])}:{port}"
     if len(data) >= 24 and data[0] == 10:         # AF_INET6
         port = struct.unpack_from("!H", data, 2)[0]
-        return f"[{ipaddress.IPv6Address(data[8:24])}]:{port}"
+        ip = ipaddress.IPv6Address(data[8:24])
+        if ip.ipv4_mapped:                         # Java's IPv4 sockets are AF_INET6
+            return f"{ip.ipv4_mapped}:{port}"
+        return f"[{ip}]:{port}"
     return ""

@@ -84,9 +84,7 @@ class Record:
             "labels": dict(self.labels),
         }
         if self.container is not None:
-            d["cgroup"] = self.container.cgroup
-            d["container_id"] = self.container.id
-            d["container_pid"] = self.container.pid
+            d.update(self.container.json_keys())
         return d
 
 

@@ -1,7 +1,9 @@
 """The aggregator's loop: receive ▸ decode ▸ pipeline ▸ outputs.
 
 Outputs ("sinks") take final records; `--min-latency` is applied once here so
-the terminal, log file and metrics always agree.  Each tick builds one ledger
+the terminal, log file and metrics always agree.  Opaque TLS lines
+(aggregator/opaque.py) go to the sinks that have `emit_opaque`, never to
+`emit`: a sink of requests sees only requests.  Each tick builds one ledger
 snapshot (aggregator/ledger.py) that every sink's tick reads; `snapshot` is
 the latest, for the stop summary.
 """
@@ -11,6 +13,7 @@ import time
 from typing import Callable, Iterable, Mapping, Optional, Protocol
 
 from s3slower.aggregator.ledger import Book, Snapshot
+from s3slower.aggregator.opaque import OpaqueTls
 from s3slower.aggregator.pipeline import Pipeline
 from s3slower.aggregator.records import Record
 from s3slower.aggregator.subscriber import Subscriber
@@ -37,6 +40,7 @@ class Aggregator:
         self.subscriber = subscriber
         self.pipeline = pipeline
         self.sinks = list(sinks)
+        self._opaque_sinks = [s for s in self.sinks if hasattr(s, "emit_opaque")]
         self.min_latency_ns = int(min_latency_ms * 1e6)
         self.clock = clock
         self.book = Book(loss_sources)
@@ -53,6 +57,10 @@ class Aggregator:
 
     def _emit(self, recs: list[Record]) -> None:
         for r in recs:
+            if type(r) is OpaqueTls:
+                for s in self._opaque_sinks:
+                    s.emit_opaque(r)
+                continue
             if r.latency_ns < self.min_latency_ns and r.complete:
                 continue
             for s in self.sinks:

@@ -20,6 +20,11 @@
  *    exits, in the kernel itself.
  *  - Every map is bounded (LRU or per-thread) and every dropped record is
  *    counted in `lost` by slot.
+ *  - A connection whose first egress bytes are a TLS record written outside
+ *    any probed TLS call is "opaque" (see "opaque TLS" below): its first
+ *    bytes go out once (TLS_HELLO), its bytes are counted in conn_t, and the
+ *    counts go out at close and every 10 s (OPAQUE), never a record per
+ *    call; any probed TLS call on it makes it an ordinary TLS connection.
  *
  * Compile-time knobs (-D): TRACE_ALL, SELF_PID, RINGBUF_PAGES, MAX_CONNS.
  */
@@ -134,12 +139,21 @@ struct frame_t {
     u8 source;      /* FR_COUNT: enum s3s_source of the calls held */
 };
 
+/* An opaque connection's counts (raw ST_TLS, `opaque` set). */
+struct opaque_t {
+    u64 sent;
+    u64 received;
+    u64 reported_ns;    /* the last OPAQUE record (or the TLS_HELLO) */
+};
+
 struct conn_t {
     u64 id;
     u8 raw;     /* enum conn_state of the bytes on the wire */
     u8 plain;   /* enum conn_state of TLS plaintext */
     u8 pending; /* tiny head reads are held in `tiny` */
+    u8 opaque;  /* TLS that no probed call has touched yet: counted in `o` */
     struct frame_t f[2];    /* by enum s3s_dir */
+    struct opaque_t o;
 };
 
 /* Tiny reads of a head in progress (boto3 reads `100 Continue` a byte per
@@ -300,9 +314,9 @@ static __always_inline u8 classify(const u8 *d, u32 cap)
 /* Fill a record's header and submit it: `len` bytes moved, the first `cap`
  * of them in r->data; the tail comes from the end of `buf` (buf_len bytes)
  * when not all was captured. */
-static __always_inline void put_record(struct record *r, u64 conn_id, u64 start,
-                                       u64 end, u32 fd, u8 dir, u8 source, u32 len,
-                                       u32 cap, const void *buf, u32 buf_len)
+static __always_inline void put_kind(struct record *r, u8 kind, u64 conn_id, u64 start,
+                                     u64 end, u32 fd, u8 dir, u8 source, u32 len,
+                                     u32 cap, const void *buf, u32 buf_len)
 {
     u64 pt = bpf_get_current_pid_tgid();
     r->h.start_ns = start;
@@ -313,7 +327,7 @@ static __always_inline void put_record(struct record *r, u64 conn_id, u64 start,
     r->h.fd = fd;
     r->h.len = len;
     r->h.cap_len = cap;
-    r->h.kind = S3S_EV_DATA;
+    r->h.kind = kind;
     r->h.dir = dir;
     r->h.source = source;
     r->h.tail_len = 0;
@@ -325,6 +339,34 @@ static __always_inline void put_record(struct record *r, u64 conn_id, u64 start,
     bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
     if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, S3S_MAX_CAPTURE), 0) != 0)
         count_lost(LOST_RINGBUF);
+}
+
+static __always_inline void put_record(struct record *r, u64 conn_id, u64 start,
+                                       u64 end, u32 fd, u8 dir, u8 source, u32 len,
+                                       u32 cap, const void *buf, u32 buf_len)
+{
+    put_kind(r, S3S_EV_DATA, conn_id, start, end, fd, dir, source, len, cap, buf, buf_len);
+}
+
+/* ---- opaque TLS: connections no probe reads ------------------------------
+ * A connection that opens with a TLS record (0x16 0x03) written by a plain
+ * syscall, no probed TLS call in progress, may be a library s3slower cannot
+ * read (rustls, Java's JSSE, a static build).  Its first call's bytes (the
+ * ClientHello: the aggregator reads the SNI from them) go out once as
+ * TLS_HELLO; from then on its calls only add to conn_t's counts, and one
+ * OPAQUE record carries them at close and every S3S_OPAQUE_EVERY_NS.  A
+ * probed library's handshake looks the same at first (OpenSSL's
+ * SSL_do_handshake is not probed): its first probed call on the connection
+ * clears `opaque`, and the connection costs what any TLS one does. */
+static __always_inline void opaque_start(struct record *r, struct conn_t *c, u64 start,
+                                         u64 end, u32 fd, u32 cap, u32 len)
+{
+    c->opaque = 1;
+    c->o.sent = len;
+    c->o.received = 0;
+    c->o.reported_ns = end;
+    put_kind(r, S3S_EV_TLS_HELLO, c->id, start, end, fd, S3S_EGRESS, S3S_SRC_SYSCALL,
+             len, cap, 0, 0);
 }
 
 /* ---- framing: bodies counted in the kernel -------------------------------
@@ -662,6 +704,8 @@ static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
         if (dir != S3S_EGRESS)
             return;
         *state = classify(r->data, cap);
+        if (*state == ST_TLS && source == S3S_SRC_SYSCALL)
+            opaque_start(r, c, start, end, fd, cap, job_len);
     }
     if (*state != ST_HTTP)
         return;
@@ -729,13 +773,13 @@ static __always_inline struct record *job_clear(void)
     return r;
 }
 
-static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
-                                        const void *kdata, u32 klen)
+/* The scratch record with a header of `kind` and no data, or 0. */
+static __always_inline struct record *simple_head(u8 kind, u32 fd, u64 conn_id)
 {
     u32 zero = 0;
     struct record *r = scratch.lookup(&zero);
     if (!r)
-        return;
+        return 0;
     u64 pt = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
     __builtin_memset(&r->h, 0, sizeof(r->h));
@@ -747,6 +791,15 @@ static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
     r->h.fd = fd;
     r->h.kind = kind;
     bpf_get_current_comm(r->h.comm, sizeof(r->h.comm));
+    return r;
+}
+
+static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
+                                        const void *kdata, u32 klen)
+{
+    struct record *r = simple_head(kind, fd, conn_id);
+    if (!r)
+        return;
     u32 cap = bounded(klen, 256);
     if (kdata && cap > 0 && bpf_probe_read_user(r->data, cap, kdata) != 0)
         cap = 0;
@@ -754,6 +807,38 @@ static __always_inline void emit_simple(u8 kind, u32 fd, u64 conn_id,
     r->h.len = cap;
     if (events.ringbuf_output(r, sizeof(struct s3s_event) + bounded(cap, 256), 0) != 0)
         count_lost(LOST_RINGBUF);
+}
+
+/* An opaque connection's counts so far (opaque TLS, above). */
+static __always_inline void opaque_report(struct conn_t *c, u32 fd, u32 closed)
+{
+    struct record *r = simple_head(S3S_EV_OPAQUE, fd, c->id);
+    if (!r)
+        return;
+    struct s3s_opaque *o = (struct s3s_opaque *)r->data;
+    o->bytes_sent = c->o.sent;
+    o->bytes_received = c->o.received;
+    o->closed = closed;
+    o->pad = 0;
+    r->h.start_ns = c->id;
+    r->h.cap_len = sizeof(*o);
+    r->h.len = sizeof(*o);
+    if (events.ringbuf_output(r, sizeof(struct s3s_event) + sizeof(*o), 0) != 0)
+        count_lost(LOST_RINGBUF);
+}
+
+/* A call on an opaque connection: counted; every S3S_OPAQUE_EVERY_NS the
+ * counts go out. */
+static __always_inline void opaque_count(struct conn_t *c, u32 fd, u8 dir, u32 n, u64 end)
+{
+    if (dir == S3S_EGRESS)
+        c->o.sent += n;
+    else
+        c->o.received += n;
+    if (end - c->o.reported_ns >= S3S_OPAQUE_EVERY_NS) {
+        c->o.reported_ns = end;
+        opaque_report(c, fd, 0);
+    }
 }
 
 /* ---- read/write family ------------------------------------------------ */
@@ -800,6 +885,7 @@ static __always_inline int io_enter(void *ctx, u32 fd, u64 buf, u32 vlen, u8 dir
             if (t->fd < 0)
                 t->fd = fd;
             c->raw = ST_TLS;
+            c->opaque = 0;      /* a probed library's: not opaque */
             if (dir == S3S_EGRESS && t->source == S3S_SRC_GO && t->dir == S3S_EGRESS && !t->sent)
                 go_sends.call(ctx, 0);
             return 0;
@@ -809,7 +895,9 @@ static __always_inline int io_enter(void *ctx, u32 fd, u64 buf, u32 vlen, u8 dir
                 th->last_rx = fd;
                 th->has_rx = 1;
             }
-            return 0;
+            if (!c->opaque)
+                return 0;
+            /* else counted at exit (opaque TLS) */
         }
         if (c->raw == ST_OTHER)
             return 0;
@@ -865,6 +953,11 @@ static __always_inline int io_exit(void *ctx, long ret)
     struct conn_t *c = conns.lookup(&key);
     if (!c || c->id != a->conn_id)
         return 0;
+    if (a->raw == ST_TLS) {             /* opaque TLS: counted, no record */
+        if (c->opaque)
+            opaque_count(c, a->fd, a->dir, (u32)ret, end);
+        return 0;
+    }
     struct record *r = job_clear();
     if (!r)
         return 0;
@@ -1000,6 +1093,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     int followed = c->raw == ST_HTTP || c->plain == ST_HTTP;
     if (followed)
         send_all_held(c, args->fd);
+    if (c->opaque)
+        opaque_report(c, args->fd, 1);
     conns.delete(&key);
     if (followed)
         emit_simple(S3S_EV_CLOSE, args->fd, id, 0, 0);
@@ -1170,6 +1265,8 @@ static __always_inline int tls_finish(struct tls_args_t *a, u32 tgid,
 {
     int had_fd = a->fd >= 0;
     struct conn_t *c = tls_conn(a, tgid, th);
+    if (c)
+        c->opaque = 0;  /* a probed library's: not opaque */
     if (n == 0)
         return 0;
     if (!c) {

@@ -23,6 +23,13 @@ enum s3s_kind {
     S3S_EV_MMAP = 6,     /* a traced process mapped a file executable (a
                             library loaded, maybe by dlopen); fd = its fd.
                             Read by the collector only, never forwarded. */
+    S3S_EV_TLS_HELLO = 7, /* a connection's first bytes were a TLS handshake
+                            record sent outside any probed TLS call (an
+                            "opaque" connection until a probe fires on it):
+                            data = those bytes (its ClientHello), len = the
+                            bytes of that call */
+    S3S_EV_OPAQUE = 8,   /* an opaque connection's byte counts; data =
+                            struct s3s_opaque; start_ns = its connect */
 };
 
 enum s3s_dir { S3S_EGRESS = 0, S3S_INGRESS = 1 };
@@ -52,5 +59,15 @@ struct s3s_event {
     char comm[S3S_COMM_LEN];
     __u8 tail[S3S_TAIL_LEN]; /* last bytes of the buffer when truncated */
 };
+
+/* The data of an S3S_EV_OPAQUE record: sent at close (closed = 1) and
+ * every S3S_OPAQUE_EVERY_NS while open (closed = 0), counts so far. */
+struct s3s_opaque {
+    __u64 bytes_sent;
+    __u64 bytes_received;
+    __u32 closed;
+    __u32 pad;
+};
+#define S3S_OPAQUE_EVERY_NS 10000000000ULL
 
 #endif

@@ -212,6 +212,24 @@ class Probes:
                 except KeyError:
                     pass
 
+    def take_opaque(self, pid: int, fd: int, conn_id: int) -> Optional[tuple[int, int]]:
+        """An opaque TLS connection's counts (collector/opaque_exit.py), its
+        entry removed; None when it is gone or no longer opaque."""
+        table = self.bpf[b"conns"]
+        key = ctypes.c_uint64((pid << 32) | (fd & 0xFFFF_FFFF))
+        try:
+            c = table[key]
+        except KeyError:
+            return None
+        if c.id != conn_id or not c.opaque:
+            return None
+        counts = (int(c.o.sent), int(c.o.received))
+        try:
+            del table[key]
+        except KeyError:
+            pass
+        return counts
+
     def lost_counts(self) -> dict[Loss, int]:
         table = self.bpf[b"lost"]
         return {loss: int(sum(table.getvalue(ctypes.c_int(slot))))

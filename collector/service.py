@@ -21,8 +21,10 @@ from typing import Callable, Optional
 
 from s3slower.collector import processes
 from s3slower.collector.libraries import LibraryFinder
+from s3slower.collector.opaque_exit import OpenOpaque
 from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
+from s3slower.collector.tlsstack import StackGuesser
 from s3slower.collector.tracker import Tracker
 from s3slower.common.events import Kind, MalformedEvent, decode_event, peek_kind, peek_pid
 from s3slower.common.losses import Loss, heartbeat_maps, summary
@@ -79,6 +81,7 @@ class Collector:
         self._connected: list[int] = []       # pids that connected since the last batch
         self._announced: set[int] = set()
         self._announce_connects = selection.trace_all
+        self._stacks = StackGuesser()
         finder = finder or LibraryFinder()
         # The BPF compile (C, without the GIL) and inspecting the files the
         # host's processes map (Python) take the same second: side by side.
@@ -89,21 +92,35 @@ class Collector:
         finally:
             warm.join()
         self.tracker = Tracker(self.probes, selection, self._announce, finder)
+        self._opaque = OpenOpaque(lambda pid, fd, conn: self.probes.take_opaque(pid, fd, conn))
 
     # Called from inside ring_buffer_poll for every record: keep it short.
     def _on_record(self, raw: bytes) -> None:
         kind = peek_kind(raw)
-        if kind == Kind.MMAP:           # for the tracker only
-            self._mmaps.add(peek_pid(raw))
-            return
+        if kind != Kind.DATA:
+            if kind == Kind.MMAP:       # for the tracker only
+                self._mmaps.add(peek_pid(raw))
+                return
+            self._not_data(kind, raw)
         self._batch.append(raw)
         self._batch_bytes += len(raw)
-        if kind == Kind.EXEC or kind == Kind.EXIT:
-            self._lifecycle.append((kind, peek_pid(raw), raw))
-        elif kind == Kind.CONNECT and self._announce_connects:
-            self._connected.append(peek_pid(raw))
         if len(self._batch) >= BATCH_MAX_EVENTS or self._batch_bytes >= BATCH_MAX_BYTES:
             self._send_batch()
+
+    def _not_data(self, kind: int, raw: bytes) -> None:
+        """A record about a process or connection, before it joins the batch."""
+        if kind == Kind.EXEC or kind == Kind.EXIT:
+            self._lifecycle.append((kind, peek_pid(raw), raw))
+            if kind == Kind.EXIT:       # its open opaque connections' reports come first
+                for report in self._opaque.at_exit(raw):
+                    self._batch.append(report)
+                    self._batch_bytes += len(report)
+        elif kind == Kind.CONNECT and self._announce_connects:
+            self._connected.append(peek_pid(raw))
+        elif kind == Kind.TLS_HELLO:
+            self._opaque.hello(raw)
+        elif kind == Kind.OPAQUE or kind == Kind.CLOSE:
+            self._opaque.closed(raw)
 
     def _send_batch(self) -> None:
         if not self._batch:
@@ -121,6 +138,7 @@ class Collector:
         where = processes.placement(info.pid)
         if where is not None:
             body["cgroup"], body["ns_pid"] = where
+        body["tls_stack"] = self._stacks.guess(info.pid)
         self.publisher.publish(MsgKind.PROCESS, body)
 
     def _announce_connected(self) -> None:

@@ -34,6 +34,14 @@ class Kind(enum.IntEnum):
     EXEC = 4
     EXIT = 5
     MMAP = 6        # collector-internal: never sent to an aggregator
+    TLS_HELLO = 7   # an opaque TLS connection's first bytes (its ClientHello)
+    OPAQUE = 8      # an opaque TLS connection's byte counts (OPAQUE below)
+
+
+# struct s3s_opaque, the data of an OPAQUE record
+OPAQUE = struct.Struct("<QQII")     # bytes_sent bytes_received closed pad
+OPAQUE_FIELD_OFFSETS = {"bytes_sent": 0, "bytes_received": 8, "closed": 16}
+OPAQUE_EVERY_NS = 10_000_000_000    # S3S_OPAQUE_EVERY_NS
 
 
 class Direction(enum.IntEnum):

@@ -173,9 +173,17 @@ class Tracer:
         if self.proc.poll() is not None:
             raise RuntimeError("tracer died: " + self.err_path.read_text()[-2000:])
 
-    def records(self) -> list[dict]:
+    def lines(self) -> list[dict]:
+        """Every JSON line: request records and lines of other kinds."""
         lines = self.out_path.read_text().splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def records(self) -> list[dict]:
+        """The request records (lines without a "kind", e.g. not opaque_tls)."""
+        return [d for d in self.lines() if "kind" not in d]
+
+    def opaque(self, pids) -> list[dict]:
+        return [d for d in self.lines() if d.get("kind") == "opaque_tls" and d["pid"] in pids]
 
     def records_for(self, pids) -> list[dict]:
         pids = set(pids)

