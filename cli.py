@@ -24,6 +24,7 @@ from s3slower import __version__
 from s3slower import launch
 from s3slower.common import settings as _settings
 from s3slower.common.config import OUTPUTS, Config
+from s3slower.common.otlpconfig import PROTOCOLS
 from s3slower.common.targets import TLS_MODES
 
 # Every default once: the options' are these dataclasses' fields (the file's
@@ -171,6 +172,15 @@ def _selection_options(f):
     return f
 
 
+def _otlp_endpoint(_ctx, _param, value: Optional[str]) -> Optional[str]:
+    from s3slower.common.otlpconfig import otlp_endpoint
+    from s3slower.common.validate import ConfigError, Where
+    try:
+        return value if value is None else otlp_endpoint(value, Where("--otlp-endpoint"))
+    except ConfigError as exc:
+        raise click.BadParameter(exc.problem) from None
+
+
 # Options the aggregator takes, `run` and `attach` too (for their aggregator child).
 def _output_options(f):
     opts = [
@@ -191,6 +201,15 @@ def _output_options(f):
                      help="Bucket label values in metrics, __other__ (the rest) included."),
         click.option("--container-label", is_flag=True,
                      help="Add a container_id label to the request metrics."),
+        click.option("--otlp", is_flag=True,
+                     help="Export spans and the duration histogram over OTLP."),
+        click.option("--otlp-endpoint", callback=_otlp_endpoint,
+                     help="OTLP receiver's base URL (default http://localhost:4318, "
+                          "gRPC :4317)."),
+        click.option("--otlp-protocol", type=click.Choice(list(PROTOCOLS)),
+                     default=D.otlp.protocol, show_default=True, help="OTLP transport."),
+        click.option("--otlp-object-key", is_flag=True,
+                     help="Spans carry the object key (aws.s3.key)."),
         click.option("--max-url-length", type=click.IntRange(min=8),
                      default=D.screen.max_url_length, show_default=True,
                      help="KEY column truncation length."),

@@ -44,6 +44,9 @@ CHILD_DONE = (0, -signal.SIGTERM)       # the child's statuses that are no failu
 AGGREGATOR_PACKAGES = ("s3slower.aggregator", "s3slower.common")
 AGGREGATOR_MODULES = ("s3slower.reload", "s3slower.sdnotify", "s3slower.keys",
                       "zmq.auth.thread")
+# ... but these, which import an optional extra: only when configured (OTLP's
+# packages; run_aggregator imports them, and a missing one is said there).
+OPTIONAL_MODULES = ("s3slower.aggregator.otlp",)
 
 
 class LaunchError(RuntimeError):
@@ -187,6 +190,9 @@ def run_aggregator(settings: Settings) -> None:
         raise click.UsageError("a target's prom_labels key container_id collides with "
                                "--container-label; rename that key")
     replay_file = open(a.replay_path, "rb") if a.replay_path else None   # before dropping root
+    if settings.config.otlp.enabled:
+        from s3slower.aggregator.otlp import load_exporters
+        load_exporters(settings.config.otlp.protocol)
     drop_privileges(a.user, a.allow_root)
     if replay_file:
         from s3slower.aggregator.replay import replay
@@ -225,8 +231,10 @@ def run_aggregator(settings: Settings) -> None:
 
 
 def _aggregator_summary(agg, refused: int) -> None:
+    """Read after the outputs closed: what closing could not deliver counts too."""
     from s3slower.aggregator.ledger import stop_summary
-    summary("aggregator", {**stop_summary(agg.snapshot), "collectors_refused": refused})
+    snap = agg.book.snapshot(agg.pipeline.statistics())
+    summary("aggregator", {**stop_summary(snap), "collectors_refused": refused})
 
 
 # -- run: both halves -----------------------------------------------------------
@@ -365,7 +373,8 @@ def preload_aggregator() -> None:
     for package in AGGREGATOR_PACKAGES:
         path = importlib.import_module(package).__path__
         for info in pkgutil.iter_modules(path, package + "."):
-            importlib.import_module(info.name)
+            if info.name not in OPTIONAL_MODULES:
+                importlib.import_module(info.name)
 
 
 def drop_privileges(user: str, allow_root: bool) -> None:

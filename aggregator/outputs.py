@@ -1,6 +1,6 @@
 """Build the aggregator's outputs (sinks) from its options.
 
-Every sink that can drop something (terminal queue, log queue, log writes)
+Every sink that can drop something (terminal queue, log queue, log writes, OTLP)
 reports its totals as ledger sources (`Outputs.loss_sources`, for the
 Aggregator's Book), so /metrics, the status line and the summary show them.
 """
@@ -15,7 +15,7 @@ from s3slower.aggregator.logfile import RotatingJsonLog
 from s3slower.aggregator.opaque_out import JsonTerminal, OpaqueMetrics, OpaqueWarnings
 from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, terminal_width,
                                           use_color)
-from s3slower.common.config import Config
+from s3slower.common.config import Config, OtlpConfig
 from s3slower.common.losses import Loss
 
 _D = Config()
@@ -37,6 +37,7 @@ class OutputOptions:
     max_buckets: int = _D.max_buckets
     container_label: bool = _D.container_label
     interval_s: float = _D.interval
+    otlp: OtlpConfig = _D.otlp
 
 
 @dataclass
@@ -84,5 +85,10 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         out.sinks.append(sink)
         out.sinks.append(OpaqueMetrics(registry))
         out.server = serve(registry, opts.prom_host, opts.prom_port, health=sink.health)
+    if opts.otlp.enabled:                   # imports the SDK: only when on
+        from s3slower.aggregator.otlp import OtlpSink
+        otlp = OtlpSink(opts.otlp)
+        out.sinks.append(otlp)
+        out.loss_sources.append(lambda: {Loss.OTLP: otlp.lost()})
     out.sinks.append(OpaqueWarnings())
     return out

@@ -21,12 +21,13 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 from s3slower.common.configkeys import (changed_keys, default_map,  # noqa: F401 (re-exported)
                                         paths_relative_to)
+from s3slower.common.otlpconfig import OtlpConfig, parse_otlp
 from s3slower.common.targets import MATCH_TYPES, TLS_MODES, WATCH_PREFIX, Target
 from s3slower.common.validate import (ConfigError, Where, boolean, choice, integer, items,
                                       number, parse_yaml, section, string)
 
 __all__ = ["ConfigError", "Config", "PrometheusConfig", "ScreenConfig", "LogConfig",
-           "TransportConfig", "load_config", "load_targets", "parse_config", "parse_targets",
+           "TransportConfig", "OtlpConfig", "load_config", "load_targets", "parse_config", "parse_targets",
            "label_keys", "default_map", "changed_keys", "DEFAULT_CONFIG_PATH",
            "DEFAULT_TARGETS_PATH", "OUTPUTS", "BUILTIN_LABELS"]
 
@@ -104,6 +105,7 @@ class Config:
     transport: TransportConfig = TransportConfig()
     max_buckets: int = 1000                 # bucket label values, __other__ included
     container_label: bool = False           # container_id metric label (docs/containers.md)
+    otlp: OtlpConfig = OtlpConfig()         # OpenTelemetry export (common/otlpconfig.py)
 
 
 def _known(cls: type) -> tuple[str, ...]:
@@ -136,7 +138,8 @@ def parse_config(data: object, source: str) -> Config:
         transport=_transport(top.get("transport"), where.at("transport")),
         max_buckets=_opt(top, "max_buckets", d.max_buckets, where,
                          lambda v, w: integer(v, w, 1, MAX_BUCKETS)),
-        container_label=_opt(top, "container_label", d.container_label, where, boolean))
+        container_label=_opt(top, "container_label", d.container_label, where, boolean),
+        otlp=parse_otlp(top.get("otlp"), where.at("otlp")))
 
 
 def _opt(m: Mapping[str, Any], key: str, default: Any, where: Where, check) -> Any:

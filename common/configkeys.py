@@ -27,6 +27,8 @@ FLAG_KEYS = {
     "targets_file": "targets_file", "curve_secret_key": "transport.curve_secret_key",
     "curve_server_key": "transport.curve_server_key",
     "allowed_keys": "transport.allowed_keys_dir",
+    "otlp": "otlp.enabled", "otlp_endpoint": "otlp.endpoint", "otlp_protocol": "otlp.protocol",
+    "otlp_object_key": "otlp.object_key",
 }
 NEGATED_FLAGS = frozenset({"no_log"})      # the flag is the key's opposite
 # Keys that name files or directories: relative to the file that says so (a

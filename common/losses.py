@@ -42,7 +42,7 @@ class Stage(enum.Enum):
     KERNEL = "kernel"            # the BPF program's `lost` array
     COLLECTOR = "collector"      # the collector process
     AGGREGATOR = "aggregator"    # subscriber, pipeline, parser, stitcher
-    OUTPUT = "output"            # terminal, log file
+    OUTPUT = "output"            # terminal, log file, OTLP exporter
 
     @property
     def reported(self) -> bool:
@@ -88,6 +88,8 @@ class Loss(enum.Enum):
     TERMINAL = ("terminal", _L, _O, "terminal lines dropped (queue full or stdout gone)")
     LOG_QUEUE = ("log_queue", _L, _O, "log records dropped: the log queue was full")
     LOG_WRITE = ("log_write", _L, _O, "log records whose write failed")
+    OTLP = ("otlp", _L, _O,
+            "request spans not delivered over OTLP (queue full, export failed, unsent at stop)")
 
     def __init__(self, label: str, family: Family, stage: Stage, doc: str):
         self.label = label

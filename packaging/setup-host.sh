@@ -59,7 +59,7 @@ if ! .venv/bin/python -c "import bcc" 2>/dev/null; then
     exit 1
 fi
 extra=""
-[ "$want_test" = 1 ] && extra="[test]"
+[ "$want_test" = 1 ] && extra="[test,otlp]"     # the tests run OTLP out too
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing s3slower$extra into .venv"

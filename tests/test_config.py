@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from s3slower.common.config import (DEFAULT_CONFIG_PATH, DEFAULT_TARGETS_PATH, Config,
-                                    ConfigError, LogConfig, PrometheusConfig, ScreenConfig,
-                                    TransportConfig, changed_keys, default_map, label_keys,
+                                    ConfigError, LogConfig, OtlpConfig, PrometheusConfig,
+                                    ScreenConfig, TransportConfig, changed_keys, default_map, label_keys,
                                     load_config, load_targets, parse_config, parse_targets)
 from s3slower.common.targets import ProcInfo, Selection, Target
 
@@ -135,6 +135,17 @@ def test_go_readme_config_block_is_accepted(tmp_path):
     ("transport: {curve_server_key: /k/server.key}", "transport.curve_server_key",
      "/k/server.key"),
     ("transport: {allowed_keys_dir: /k/allowed}", "transport.allowed_keys_dir", "/k/allowed"),
+    ("otlp: {enabled: true}", "otlp.enabled", True),
+    ("otlp: {endpoint: 'https://otel.example.com:4318/prefix'}", "otlp.endpoint",
+     "https://otel.example.com:4318/prefix"),
+    ("otlp: {protocol: grpc}", "otlp.protocol", "grpc"),
+    ("otlp: {protocol: grpc}", "otlp.url", "http://localhost:4317"),
+    ("otlp: {endpoint: 'http://[::1]:4318/'}", "otlp.url", "http://[::1]:4318"),
+    ("otlp: {spans: false}", "otlp.spans", False),
+    ("otlp: {metrics: false}", "otlp.metrics", False),
+    ("otlp: {object_key: true}", "otlp.object_key", True),
+    ("otlp: {max_queued_spans: 1}", "otlp.max_queued_spans", 1),
+    ("otlp: {metrics_interval: 0.5}", "otlp.metrics_interval", 0.5),
 ])
 def test_every_key_is_accepted_with_its_meaning(tmp_path, text, attribute, expected):
     value = load_config(write(tmp_path, text + "\n"))
@@ -231,7 +242,7 @@ def test_unreadable_files_are_one_line(tmp_path):
 def test_packaging_example_shows_every_key_and_is_the_defaults():
     text = EXAMPLE_CONFIG.read_text()
     names = [f.name for f in dataclasses.fields(Config)]
-    for section in (PrometheusConfig, ScreenConfig, LogConfig, TransportConfig):
+    for section in (PrometheusConfig, ScreenConfig, LogConfig, TransportConfig, OtlpConfig):
         names += [f.name for f in dataclasses.fields(section)]
     for name in names:
         assert f"{name}:" in text, name
@@ -294,6 +305,17 @@ def test_packaging_example_shows_every_key_and_is_the_defaults():
     ("log: {max_backups: -1}", "log.max_backups", "from 0 to 1000"),
     ("max_buckets: 0", "max_buckets", "from 1 to 1000000"),
     ("container_label: 1", "container_label", "true or false"),
+    ("otlp: {enabled: 1}", "otlp.enabled", "true or false"),
+    ("otlp: {endpoint: 'otel:4318'}", "otlp.endpoint", "an http:// or https:// URL"),
+    ("otlp: {endpoint: 'ftp://otel:4318'}", "otlp.endpoint", "got 'ftp://otel:4318'"),
+    ("otlp: {endpoint: 'http://otel:99999'}", "otlp.endpoint", "an http:// or https:// URL"),
+    ("otlp: {endpoint: 'http://:4318'}", "otlp.endpoint", "an http:// or https:// URL"),
+    ("otlp: {protocol: http/json}", "otlp.protocol", "one of http/protobuf, grpc"),
+    ("otlp: {max_queued_spans: 0}", "otlp.max_queued_spans", "from 1 to 1000000"),
+    ("otlp: {metrics_interval: 0}", "otlp.metrics_interval", "at least 0.1"),
+    ("otlp: {enabled: true, spans: false, metrics: false}", "otlp",
+     "spans and metrics are both false"),
+    ("otlp: {port: 4318}", "otlp.port", "known keys: enabled, endpoint, protocol,"),
     # contradiction between the Go key and the new one
     ("output: table\nscreen: {table_format: false}", "screen.table_format",
      "is false but output is table"),
@@ -458,7 +480,8 @@ def test_default_map_of_defaults():
         "max_url_length": 50, "prometheus": False, "host": "::", "port": 9000,
         "prom_buffer_size": None, "log_dir": "/var/log/s3slower", "log_max_size": 100,
         "log_max_backups": 5, "no_log": False, "max_buckets": 1000, "container_label": False,
-        "path_style_endpoints": (),
+        "path_style_endpoints": (), "otlp": False, "otlp_endpoint": None,
+        "otlp_protocol": "http/protobuf", "otlp_object_key": False,
     }
 
 
@@ -476,6 +499,7 @@ def test_default_map_carries_every_file_value(tmp_path):
         path_style_endpoints: [minio.lan]
         max_buckets: 10
         container_label: true
+        otlp: {enabled: true, endpoint: 'http://otel:4317', protocol: grpc, object_key: true}
         transport: {endpoint: 'tcp://a:5556', curve_secret_key: /k/a.key_secret,
                     curve_server_key: /k/s.key, allowed_keys_dir: /k/ok}
         """
@@ -486,7 +510,8 @@ def test_default_map_carries_every_file_value(tmp_path):
         "log_max_backups": 2, "no_log": True, "max_buckets": 10, "container_label": True,
         "path_style_endpoints": ("minio.lan",), "targets_file": "/etc/s3slower/targets.yml",
         "curve_secret_key": "/k/a.key_secret", "curve_server_key": "/k/s.key",
-        "allowed_keys": "/k/ok",
+        "allowed_keys": "/k/ok", "otlp": True, "otlp_endpoint": "http://otel:4317",
+        "otlp_protocol": "grpc", "otlp_object_key": True,
     }
 
 

@@ -396,6 +396,20 @@ def _log_write(h, loss):
     return 1
 
 
+@feeds(Loss.OTLP)
+def _otlp(h, loss):                               # a receiver that is not there
+    from conftest import free_port
+    from s3slower.aggregator.otlp import OtlpSink
+    from s3slower.common.otlpconfig import OtlpConfig
+    sink = OtlpSink(OtlpConfig(enabled=True, endpoint=f"http://127.0.0.1:{free_port()}",
+                               max_queued_spans=1, metrics=False))
+    h.agg.book.sources.append(lambda: {Loss.OTLP: sink.lost()})
+    for _ in range(3):
+        sink.emit(_rec())                         # 1 sent (and failed), 2 over the bound
+    sink.close()
+    return 3
+
+
 def test_every_source_has_a_feeder_here():
     assert set(FED) == set(Loss), set(Loss) - set(FED)
 

@@ -40,6 +40,11 @@ CASES = {
     "prometheus": ("prometheus: {enabled: true}", True, ["--prometheus"], True),
     "no_log": ("log: {enabled: false}", False, ["--no-log"], False),
     "container_label": ("container_label: true", True, ["--container-label"], True),
+    "otlp": ("otlp: {enabled: true}", True, ["--otlp"], True),
+    "otlp_object_key": ("otlp: {object_key: true}", True, ["--otlp-object-key"], True),
+    "otlp_endpoint": ("otlp: {endpoint: 'http://file:4318'}", "http://file:4318",
+                      ["--otlp-endpoint", "https://flag:4318"], "https://flag:4318"),
+    "otlp_protocol": ("otlp: {protocol: grpc}", "grpc", ["--otlp-protocol", "grpc"], "grpc"),
 }
 KEY_FILES = {   # parameter -> (file key, the path's name): the option wants it to exist
     "curve_secret_key": ("curve_secret_key", "c.key_secret"),
