@@ -79,8 +79,10 @@ MAX_ATTRIBUTE_SETS = 20_000
 EXPORT_TIMEOUT_S = 10.0          # one export, retries included (the SDK's default)
 BATCH_SPANS = 512                # spans per export request (the SDK's default)
 SCHEDULE_DELAY_MS = 1000         # a span waits at most this long for its batch
-CLOSE_S = 3.0                    # close(): time to send what is queued ...
-GIVE_UP_S = 2.0                  # ... then to stop the exports still trying
+# close(): time to send what is queued, then to stop the exports still trying;
+# together well inside the 5 s `run` gives its aggregator child after BYE.
+CLOSE_S = 2.0
+GIVE_UP_S = 1.0
 EXPORTERS = {   # protocol -> module of OTLPSpanExporter and OTLPMetricExporter, by signal
     "http/protobuf": ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                       "opentelemetry.exporter.otlp.proto.http.metric_exporter"),
