@@ -101,15 +101,20 @@ class Store:
 
 
 class HttpReceiver(Store):
-    """POST /v1/traces and /v1/metrics, application/x-protobuf."""
+    """POST /v1/traces and /v1/metrics, application/x-protobuf.  While
+    `refusing`, every export is answered 400 (a failure not retried)."""
 
     def __init__(self):
         super().__init__()
+        self.refusing = False
         store = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if store.refusing:
+                    self.send_error(400)
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if self.path == "/v1/traces":

@@ -4,6 +4,7 @@ http/protobuf and gRPC; the bound, the drops and their count; no SDK import
 when OTLP is off; one line when its packages are missing."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -168,6 +169,41 @@ def test_receiver_down_every_span_is_counted_lost():
     st = sink.statistics()
     assert st.spans_made == 3 and st.spans_exported == 0
     assert sink.lost() == 3 == st.spans_failed + st.spans_unsent
+
+
+def test_one_line_when_exports_fail_and_one_when_they_work_again(caplog):
+    receiver = HttpReceiver()
+    receiver.protocol = "http/protobuf"
+    receiver.refusing = True
+    sink = sink_for(receiver, metrics=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="s3slower.otlp"):
+            sink.emit(rec())
+            wait_until(lambda: sink.statistics().spans_failed == 1, 30, "the refused export")
+            sink.tick(None, 0)
+            sink.tick(None, 0)
+            receiver.refusing = False
+            sink.emit(rec(start_wall_ns=T0 + 1))
+            wait_until(lambda: sink.statistics().spans_exported == 1, 30, "the next export")
+            sink.tick(None, 0)
+    finally:
+        sink.close()
+        receiver.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"OTLP spans export to {receiver.url}/v1/traces failed; spans are dropped and "
+        "counted (s3slower_events_lost_total{source=\"otlp\"}) (--debug shows why)",
+        f"OTLP spans export to {receiver.url}/v1/traces works again"]
+    assert sink.lost() == 1
+
+
+def test_a_bad_endpoint_flag_is_a_usage_error():
+    r = subprocess.run([str(VENV_BIN / "s3slower"), "aggregator", "--replay", "/dev/null",
+                        "--otlp-endpoint", "otel:4318"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert "Invalid value for '--otlp-endpoint': must be an http:// or https:// URL" \
+        in r.stderr, r.stderr
 
 
 # -- off, or missing -----------------------------------------------------------------------
