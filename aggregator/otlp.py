@@ -31,11 +31,10 @@ import inspect
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Optional
 
 from s3slower import __version__
 from s3slower.aggregator.metrics import LATENCY_BUCKETS_MS
-from s3slower.aggregator.otlp_attrs import (SPAN_EVENT_TTFB, error_type, metric_attributes,
+from s3slower.aggregator.otlp_attrs import (SPAN_EVENT_TTFB, metric_attributes,
                                             span_attributes, span_name)
 from s3slower.aggregator.records import Record
 from s3slower.common.otlpconfig import OtlpConfig
@@ -255,7 +254,7 @@ class OtlpSink:
                                        attributes=attrs, start_time=start)
         if rec.status_code:
             span.add_event(SPAN_EVENT_TTFB, timestamp=start + rec.ttfb_ns)
-        if error_type(rec) is not None:
+        if "error.type" in attrs:
             span.set_status(Status(StatusCode.ERROR))
         self.made += 1
         span.end(end_time=start + rec.latency_ns)
