@@ -62,6 +62,13 @@ def require_root(what: str) -> None:
         raise LaunchError(f"{what} needs root (it loads BPF programs); run it with sudo")
 
 
+def need_terminal(output: str) -> None:
+    """`--output top` draws on a terminal: say so at once when stdout is none."""
+    if output == "top" and not os.isatty(1):
+        raise LaunchError("--output top needs a terminal and stdout is not one; "
+                          "use --output table, simple or json")
+
+
 def summary(who: str, fields: dict) -> None:
     """One machine-readable line on stderr at exit: what was done and lost."""
     click.echo(f"s3slower {who} stopped: {json.dumps(fields, sort_keys=True)}", err=True)
@@ -174,6 +181,7 @@ def run_aggregator(settings: Settings) -> None:
     from s3slower.common.config import label_keys, load_targets
     from s3slower.keys import aggregator_curve
 
+    need_terminal(settings.config.output)
     a, t = settings.aggregator, settings.config.transport
     if settings.file.prometheus.buffer_size is not None:
         log.warning("%s: prometheus.buffer_size is deprecated and ignored (metrics are read "
@@ -243,6 +251,7 @@ def run_both(settings: Settings, selection) -> None:
     """Collector here, aggregator as an unprivileged child that is handed
     these settings (its endpoint and run's own options put in).  Either half
     ending on its own ends both at once, with one line saying which."""
+    need_terminal(settings.config.output)
     reload = collector_reloader(settings)
     require_root("s3slower run")
     runtime_dir(RUNTIME_DIR)

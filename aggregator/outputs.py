@@ -13,8 +13,9 @@ from typing import Optional
 
 from s3slower.aggregator.logfile import RotatingJsonLog
 from s3slower.aggregator.opaque_out import JsonTerminal, OpaqueMetrics, OpaqueWarnings
-from s3slower.aggregator.terminal import (TerminalWriter, make_renderer, terminal_width,
-                                          use_color)
+from s3slower.aggregator.terminal import (TerminalWriter, is_terminal, make_renderer,
+                                          terminal_width, use_color)
+from s3slower.aggregator.top import TopTerminal, on_stdout
 from s3slower.common.config import Config, OtlpConfig
 from s3slower.common.losses import Loss
 
@@ -44,7 +45,7 @@ class OutputOptions:
 class Outputs:
     sinks: list = field(default_factory=list)
     server: object = None          # metrics_server.MetricsServer when --prometheus
-    terminal: Optional[TerminalWriter] = None
+    terminal: Optional[TerminalWriter | TopTerminal] = None
     metrics: object = None         # metrics.Metrics when --prometheus
     loss_sources: list = field(default_factory=list)   # () -> {Loss: total}
 
@@ -64,12 +65,17 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         out.loss_sources.append(lambda: {Loss.LOG_QUEUE: log.statistics().records_dropped,
                                          Loss.LOG_WRITE: log.statistics().records_failed})
         out.sinks.append(log)
-    if opts.output != "none":
+    if opts.output == "top":
+        out.terminal = top = on_stdout(use_color(sys.stdout, os.environ))
+        out.sinks.append(top)
+        out.loss_sources.append(lambda: {Loss.TERMINAL: top.statistics().dropped})
+    elif opts.output != "none":
         color = opts.output == "table" and use_color(sys.stdout, os.environ)
         width = terminal_width(sys.stdout, os.environ)
         renderer = make_renderer(opts.output, width=width,
                                  max_url_length=opts.max_url_length, color=color)
-        out.terminal = term = JsonTerminal(sys.stdout, renderer)
+        out.terminal = term = JsonTerminal(sys.stdout, renderer,
+                                           in_place=opts.output == "table" and is_terminal(sys.stdout))
         out.sinks.append(term)
         out.loss_sources.append(lambda: {Loss.TERMINAL: term.statistics().dropped_lines})
     if opts.prometheus:

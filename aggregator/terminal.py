@@ -15,6 +15,7 @@ the response never finished.  Colour (ANSI) only when the caller says so (see
 repeated every `header_every` rows; the status line shows requests/s, totals,
 errors and loss by source — `loss 0` when there is none (STYLE habit 3) — then
 the tick's ledger's other families (tracer errors, skipped bytes) when not 0.
+On a TTY (`in_place`) the status line stays the last line, rewritten there.
 
 `TerminalWriter` takes records on the tracing thread and hands them to a
 daemon thread through a bounded queue (`queuewriter.QueueWriter`); a slow or
@@ -32,7 +33,7 @@ from typing import Mapping, Optional, Protocol, TextIO
 
 from s3slower.aggregator.queuewriter import QueueWriter
 from s3slower.aggregator.records import Record, to_json
-from s3slower.common.losses import Family
+from s3slower.common.losses import Family, Ledger
 
 # A human reads a few dozen rows a second; 4096 queued lines is already
 # seconds behind, and at ~1 KB per queued record a bounded 4 MB.  Later rows
@@ -45,6 +46,7 @@ DEFAULT_STATUS_EVERY_S = 5.0    # the Go tool's collection interval
 KEY_MIN_WIDTH = 4
 CUT = "~"                       # ASCII: ambiguous-width "…" breaks alignment in CJK locales
 RED, YELLOW, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
+ERASE_LINE = "\r\x1b[K"
 
 # (name, width at 80 columns, widest it grows to, right-aligned); KEY is elastic
 COLUMNS = (("TIME", 8, 8, False), ("PID", 7, 7, True), ("COMM", 8, 15, False),
@@ -57,8 +59,10 @@ OP_SHORTHANDS = (("MultipartUpload", "MPU"), ("Objects", "Objs"), ("Object", "Ob
 
 def use_color(stream: TextIO, environ: Mapping[str, str]) -> bool:
     """Colour only on a TTY, never with NO_COLOR set (even empty) or TERM=dumb."""
-    if "NO_COLOR" in environ or environ.get("TERM") == "dumb":
-        return False
+    return "NO_COLOR" not in environ and environ.get("TERM") != "dumb" and is_terminal(stream)
+
+
+def is_terminal(stream: Optional[TextIO]) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
@@ -246,6 +250,12 @@ def status_line(snap: StatusSnapshot, width: int, color: bool = False) -> str:
     return "".join(out) + "-" * room
 
 
+def status_of(rate: float, requests: int, errors: int, ledger: Ledger) -> StatusSnapshot:
+    """The status line's numbers: these counts and the tick's ledger."""
+    more = tuple((f.word, ledger.family(f)) for f in Family if f is not Family.LOST)
+    return StatusSnapshot(rate, requests, errors, ledger.family(Family.LOST), more)
+
+
 def _counts(word: str, counts: Mapping[str, int]) -> tuple[str, str]:
     """`word total (source n, ...)`, largest first, and its colour."""
     total = sum(counts.values())
@@ -313,16 +323,18 @@ class TerminalWriter:
 
     def __init__(self, stream: TextIO, renderer: Renderer, *,
                  max_queued_lines: int = TERMINAL_QUEUE_LINES,
-                 status_every_s: float = DEFAULT_STATUS_EVERY_S):
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S, in_place: bool = False):
         self.stream = stream
         self.renderer = renderer
         self.status_every_ns = int(status_every_s * 1e9)
+        self.in_place, self._status_shown = in_place, ""   # in place: the status on screen
         self._requests = self._errors = 0
         self._dropped_io = self._written = 0  # counted by the writer thread
         self._write_error = ""
         self._last_status: Optional[tuple[int, int]] = None   # (now_ns, requests)
         self._writer = QueueWriter(self._write, name="s3slower-terminal",
-                                   max_queued=max_queued_lines, batch=WRITE_BATCH_LINES)
+                                   max_queued=max_queued_lines, batch=WRITE_BATCH_LINES,
+                                   on_stop=self._end_status)
 
     def emit(self, rec: Record) -> None:
         self._requests += 1
@@ -338,10 +350,7 @@ class TerminalWriter:
             return
         self._last_status = (now_wall_ns, self._requests)
         rate = (self._requests - count) / ((now_wall_ns - then) / 1e9)
-        led = snap.ledger
-        more = tuple((f.word, led.family(f)) for f in Family if f is not Family.LOST)
-        self._put(StatusSnapshot(rate, self._requests, self._errors, led.family(Family.LOST),
-                                 more))
+        self._put(status_of(rate, self._requests, self._errors, snap.ledger))
 
     def _put(self, item: object) -> None:
         self._writer.put(item)
@@ -350,21 +359,38 @@ class TerminalWriter:
         if self._write_error:                   # the stream is gone: count, move on
             self._dropped_io += len(items)
             return
-        lines: list[str] = []
+        lines, status = [], []                  # status, in place: the newest status line
         for item in items:
-            if isinstance(item, StatusSnapshot):
-                lines += self.renderer.status(item)
-            else:
+            if not isinstance(item, StatusSnapshot):
                 lines += self.renderer.render(item)
-        if not lines:
-            return
+            elif self.in_place:
+                status = self.renderer.status(item)[-1:] or status
+            else:
+                lines += self.renderer.status(item)
+        if lines or status:
+            text = self._in_place(lines, status) if self.in_place else "\n".join(lines) + "\n"
+            self._written += (len(lines) + len(status)) * self._put_text(text, len(items))
+
+    def _in_place(self, lines: list[str], status: list[str]) -> str:
+        """Status erased, rows, status, cursor at its start (stderr overwrites it)."""
+        text = ERASE_LINE if self._status_shown else ""
+        text += "".join(line + "\n" for line in lines)
+        self._status_shown = status[-1] if status else self._status_shown
+        return text + self._status_shown + "\r"
+
+    def _end_status(self) -> None:            # at close: below the status line
+        if self._status_shown and not self._write_error:
+            self._put_text("\n", 0)
+
+    def _put_text(self, text: str, items: int) -> bool:
         try:
-            self.stream.write("\n".join(lines) + "\n")
+            self.stream.write(text)
             self.stream.flush()
-            self._written += len(lines)
+            return True
         except (OSError, ValueError) as e:      # EPIPE, EIO, a closed stream
             self._write_error = f"{type(e).__name__}: {e}"
-            self._dropped_io += len(items)
+            self._dropped_io += items
+            return False
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Write what is queued (waiting at most timeout_s for a slow stream)."""

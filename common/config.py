@@ -33,7 +33,7 @@ __all__ = ["ConfigError", "Config", "PrometheusConfig", "ScreenConfig", "LogConf
 
 DEFAULT_CONFIG_PATH = "/etc/s3slower/s3slower.yaml"
 DEFAULT_TARGETS_PATH = "/etc/s3slower/targets.yml"
-OUTPUTS = ("table", "simple", "json", "none")
+OUTPUTS = ("table", "simple", "json", "top", "none")
 # Label names every per-request metric already carries (SPEC §6) ...
 BUILTIN_LABELS = ("hostname", "comm", "s3_operation", "bucket", "endpoint")
 # ... and names Prometheus reserves for histograms and summaries.
@@ -99,7 +99,7 @@ class Config:
     prometheus: PrometheusConfig = PrometheusConfig()
     screen: ScreenConfig = ScreenConfig()
     log: LogConfig = LogConfig()
-    output: str = "table"                   # table | simple | json | none
+    output: str = "table"                   # table | simple | json | top | none
     targets_file: Optional[str] = None      # targets.yml; None: trace every process
     path_style_endpoints: tuple[str, ...] = ()   # lower-case hosts addressed path style
     transport: TransportConfig = TransportConfig()

@@ -288,7 +288,7 @@ def test_packaging_example_shows_every_key_and_is_the_defaults():
     ("transport: {endpoint: 'localhost:5556'}", "transport.endpoint",
      "must be a ZeroMQ endpoint tcp://HOST:PORT or ipc://PATH"),
     ("transport: {curve_secret_key: 1}", "transport.curve_secret_key", "must be a file path"),
-    ("output: tabel", "output", "must be one of table, simple, json, none, got 'tabel'"),
+    ("output: tabel", "output", "must be one of table, simple, json, top, none, got 'tabel'"),
     # out of range
     ("interval: 0", "interval", "must be a number greater than 0"),
     ("interval: -1", "interval", "greater than 0"),
