@@ -4,52 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
 from conftest import S3_ENV, VENV_BIN, need_root_bpf, wait_until
+from tmuxterm import alive, terminal, tree
 
 pytestmark = pytest.mark.e2e
 CLIENT = os.path.join(os.path.dirname(__file__), "clients", "boto3_ops.py")
 COLUMNS = ("TIME", "PID", "COMM", "OP", "BUCKET", "KEY", "STATUS", "BYTES", "LAT")
 
 
-def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True,
-                          timeout=30).stdout
-
-
 @pytest.fixture
 def session():
-    if not shutil.which("tmux"):
-        pytest.skip("tmux is not installed")
-    name = "s3s-" + uuid.uuid4().hex[:6]
-    panes: list[int] = []
-    yield name, panes
-    procs = set().union(*(_tree(p) for p in panes))
-    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
-    # a tracer that outlived its terminal would go on tracing every later test
-    try:
-        wait_until(lambda: not _alive(procs), 120, "the terminal's processes to end")
-    finally:
-        for p in _alive(procs):
-            os.kill(p, 9)
-
-
-def _start(session, cmd: str) -> None:
-    name, panes = session
-    _tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "40", cmd)
-    panes.append(int(_tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip()))
-
-
-def _screen(session, escapes: bool = False) -> list[str]:
-    args = ["capture-pane", "-p", "-t", session[0]] + (["-e"] if escapes else [])
-    return _tmux(*args).splitlines()
+    yield from terminal()
 
 
 @pytest.mark.parametrize("no_color", [True, False])
@@ -57,14 +28,14 @@ def test_table_in_80_columns(session, moto_http, tmp_path, no_color):
     need_root_bpf()
     env = "NO_COLOR=1 " if no_color else ""
     cmd = f"{env}{VENV_BIN}/s3slower run --no-log 2>{tmp_path}/err"
-    _start(session, cmd)
+    session.start(cmd)
     wait_until(lambda: "s3slower: ready" in (tmp_path / "err").read_text()
                if (tmp_path / "err").exists() else False, 90, "the tracer to be ready")
     out = subprocess.run([sys.executable, CLIENT, moto_http.url, "tty-" + uuid.uuid4().hex[:6]],
                          capture_output=True, text=True, env=dict(os.environ, **S3_ENV),
                          timeout=120, check=True)
     pid = json.loads(out.stdout)["pid"]
-    rows = wait_until(lambda: (s := _screen(session)) and
+    rows = wait_until(lambda: (s := session.screen()) and
                       len([l for l in s if f" {pid} " in l]) >= 8 and s, 20, "8 rows on screen")
     header = next(l for l in rows if all(c in l for c in COLUMNS))
     mine = [l for l in rows if f" {pid} " in l]
@@ -81,41 +52,26 @@ def test_table_in_80_columns(session, moto_http, tmp_path, no_color):
         assert left or right, (label, header, mine)
     ops = [l[header.index("OP"):header.index("BUCKET")].strip() for l in mine]
     assert "PutObject" in ops and "GetObject" in ops
-    screen = wait_until(lambda: (s := _screen(session)) and any("req/s" in l for l in s) and s,
+    screen = wait_until(lambda: (s := session.screen()) and any("req/s" in l for l in s) and s,
                         20, "the status line")
     status = [l for l in screen if "req/s" in l]
     assert "errors" in status[-1] and "loss" in status[-1] and len(status[-1]) <= 80
-    raw = "\n".join(_screen(session, escapes=True))
+    # on a TTY the status line is rewritten in place: one, the last line, the
+    # cursor at its start, even after a later status counted this traffic
+    screen = wait_until(lambda: (s := session.screen()) and _counted(s) >= 8 and s, 30,
+                        "a status line that counted the client's requests")
+    status = [i for i, l in enumerate(screen) if "req/s" in l]
+    assert len(status) == 1 and not any(l.strip() for l in screen[status[0] + 1:]), screen
+    assert int(session.show("#{cursor_y}")) == status[0]
+    raw = "\n".join(session.screen(escapes=True))
     has_escape = "\x1b[" in raw
     assert has_escape is (not no_color)
 
 
-def _alive(pids: set[int]) -> set[int]:
-    out = set()
-    for p in pids:
-        try:
-            if "\nState:\tZ" not in open(f"/proc/{p}/status").read():
-                out.add(p)
-        except OSError:
-            pass
-    return out
-
-
-def _tree(pid: int) -> set[int]:
-    """pid and its descendants, now."""
-    parent = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    tree, grew = {pid}, True
-    while grew:
-        more = {p for p, pp in parent.items() if pp in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return tree
+def _counted(screen: list[str]) -> int:
+    """The requests the status line on `screen` counted (-1: none shown)."""
+    words = next((l.split() for l in screen if "req/s" in l), [])
+    return int(words[words.index("requests") - 1]) if "requests" in words else -1
 
 
 def test_closing_the_terminal_stops_the_tracer(session, tmp_path):
@@ -123,12 +79,12 @@ def test_closing_the_terminal_stops_the_tracer(session, tmp_path):
     closed) ends `run` and its aggregator cleanly, with their summaries."""
     need_root_bpf()
     err = tmp_path / "err"
-    _start(session, f"{VENV_BIN}/s3slower run --no-log 2>{err}")
+    session.start(f"{VENV_BIN}/s3slower run --no-log 2>{err}")
     wait_until(lambda: err.exists() and "s3slower: ready" in err.read_text(), 90,
                "the tracer to be ready")
-    procs = _tree(session[1][0])       # the pane's process (run) and what it started
+    procs = tree(session.panes[0])       # the pane's process (run) and what it started
     assert len(procs) >= 2, "run and its aggregator"
-    _tmux("kill-session", "-t", session[0])
-    wait_until(lambda: not _alive(procs), 120, "run and its aggregator to end")
+    session.kill()
+    wait_until(lambda: not alive(procs), 120, "run and its aggregator to end")
     text = err.read_text()
     assert "s3slower collector stopped: " in text and "s3slower aggregator stopped: " in text, text

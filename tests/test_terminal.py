@@ -241,3 +241,52 @@ def test_writer_survives_a_broken_pipe():
     s = w.statistics()
     assert s.dropped_lines == 20 and s.written_lines == 0
     assert "BrokenPipeError" in s.write_error
+
+
+def test_on_a_tty_the_status_line_is_rewritten_in_place():
+    out = Writes()
+    w = TerminalWriter(out, TableRenderer(width=80), status_every_s=5.0, in_place=True)
+    stats = SimpleNamespace(ledger=Ledger.of({}))
+    w.tick(stats, 0)
+    for n, t in enumerate((5, 10, 15), 1):        # idle: the same line, three times
+        w.tick(stats, t * 10**9)
+        out.wait_for(n)
+    w.emit(rec())                                 # a row goes above the status line
+    w.tick(stats, 20 * 10**9)
+    w.close()
+    text = "".join(out.texts)
+    idle = status_line(StatusSnapshot(0.0, 0, 0, {}), 80)
+    assert out.texts[:3] == [idle + "\r", "\r\x1b[K" + idle + "\r", "\r\x1b[K" + idle + "\r"]
+    lines = [on_screen(line) for line in text.split("\n")]
+    assert lines[:2] == [TableRenderer(width=80).header(), TableRenderer(width=80).row(rec())]
+    assert lines[2].startswith("-- 0.2 req/s  1 requests") and lines[3:] == [""]
+    assert w.statistics().written_lines == 3 + 3
+
+
+class Writes(io.StringIO):
+    """Each write() apart, and a way to wait for the writer thread's n-th."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts: list[str] = []
+        self.cond = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self.cond:
+            self.texts.append(text)
+            self.cond.notify_all()
+        return len(text)
+
+    def wait_for(self, n: int) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.texts) >= n, timeout=30)
+
+
+def on_screen(line: str) -> str:
+    """What a terminal shows of one line: \r goes back, ESC [K erases the rest."""
+    shown = ""
+    for part in line.split("\r"):
+        if part.startswith("\x1b[K"):
+            shown, part = "", part[3:]
+        shown = part + shown[len(part):]
+    return shown
