@@ -13,7 +13,8 @@ Invariants
   always did.
 * Each frame is the whole screen, every line `width` columns and put at its
   row by an absolute cursor move: nothing scrolls, and a stray stderr line
-  lasts until the next frame (each tick, each key, each SIGWINCH).
+  lasts until the next frame (each tick, each key, each SIGWINCH; after
+  SIGCONT, fg after Ctrl-Z, the screen and the modes are taken again).
 * `q` asks this process to stop as SIGTERM does (`on_quit`); under `run`
   its parent sees the aggregator leave and stops the collector.
 * Plain ANSI escapes (VT100 and xterm's alternate screen): tmux, screen and
@@ -73,7 +74,8 @@ class Frame:
     ledger: Ledger
 
 
-RESIZE = object()
+RESIZE = object()       # SIGWINCH: clear, draw at the new size
+RESUMED = object()      # SIGCONT (fg after Ctrl-Z): the shell had the terminal
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class TopTerminal:
         self._clear = True
         self._started = self._closed = False
         self._saved_modes: Optional[tuple[int, list]] = None     # (fd, its termios modes)
-        self._previous_winch = None
+        self._previous: dict = {}                # signal -> its handler before ours
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._keys_thread: Optional[threading.Thread] = None
@@ -133,22 +135,32 @@ class TopTerminal:
         self._writer.put(Frame(snap.ledger))
 
     def _start(self) -> None:
-        self._started = True
         if self.keys_fd is not None:
             try:
                 self._saved_modes = (self.keys_fd, termios.tcgetattr(self.keys_fd))
-                tty.setcbreak(self.keys_fd)
             except termios.error:
                 self.keys_fd = None
-        self._previous_winch = signal.signal(signal.SIGWINCH, self._on_winch)
-        self._put_text(ENTER)
+        self._take_terminal()
+        self._previous = {sig: signal.signal(sig, self._on_signal)
+                          for sig in (signal.SIGWINCH, signal.SIGCONT)}
         self._keys_thread = threading.Thread(target=self._read_keys, name="s3slower-top-keys",
                                              daemon=True)
         self._keys_thread.start()
+        self._started = True                    # from here on the writer thread draws
 
-    def _on_winch(self, *_) -> None:
+    def _take_terminal(self) -> None:
+        """Keys unechoed one by one, the alternate screen (again, after fg)."""
+        if self._saved_modes is not None:
+            try:
+                tty.setcbreak(self._saved_modes[0])
+            except termios.error:                # no longer our terminal: keep going
+                pass
+        self._put_text(ENTER)
+        self._clear = True
+
+    def _on_signal(self, signum, _frame) -> None:
         try:
-            os.write(self._wake_w, b"w")
+            os.write(self._wake_w, b"c" if signum == signal.SIGCONT else b"w")
         except BlockingIOError:                 # already many wake-ups pending
             pass
 
@@ -161,7 +173,7 @@ class TopTerminal:
                 wake = os.read(self._wake_r, 256)
                 if b"x" in wake:                # close()
                     return
-                self._writer.put(RESIZE)
+                self._writer.put(RESUMED if b"c" in wake else RESIZE)
             if self.keys_fd in ready:
                 data = os.read(self.keys_fd, 64)
                 if not data:                    # stdin closed: no more keys
@@ -187,6 +199,8 @@ class TopTerminal:
                 self._ledger = item.ledger
             elif item is RESIZE:
                 self._clear = True
+            elif item is RESUMED:
+                self._take_terminal()
         if draw and self._started and not self._closed:
             self._draw(now)
 
@@ -225,7 +239,8 @@ class TopTerminal:
         self._closed = True
         if self._started:
             self._put_text(LEAVE)
-            signal.signal(signal.SIGWINCH, self._previous_winch or signal.SIG_DFL)
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
             if self._saved_modes is not None:
                 termios.tcsetattr(self._saved_modes[0], termios.TCSADRAIN, self._saved_modes[1])
         for fd in (self._wake_r, self._wake_w):

@@ -55,15 +55,11 @@ def key_widths(grouping: Grouping, width: int) -> list[int]:
 
 
 def human_count(n: int, width: int) -> str:
-    if len(str(n)) <= width:
-        return str(n)
-    v = float(n)
-    for unit in "KMGTPE":
-        v /= 1000
-        if v < 9.95:
-            return f"{v:.1f}{unit}"
-        if v < 999.5:
-            return f"{v:.0f}{unit}"
+    """n in at most `width` characters: 1234567 in 5 is 1235K, in 4 1M."""
+    for unit, size in (("", 1), ("K", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12)):
+        text = f"{n // size}{unit}"
+        if len(text) <= width:
+            return text
     return "huge"
 
 

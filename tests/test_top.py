@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import termios
 import threading
 from dataclasses import dataclass
@@ -229,12 +230,18 @@ def test_top_on_a_pty_draws_reads_keys_quits_and_gives_the_terminal_back():
         pty.read_until(lambda b: "client rows" in b)
         os.write(pty.master, b"s")
         pty.read_until(lambda b: "sort p99" in b)
+        clears = pty.buf.count("\x1b[2J")
+        os.kill(os.getpid(), signal.SIGWINCH)              # a resize: cleared, drawn again
+        pty.read_until(lambda b: b.count("\x1b[2J") == clears + 1 and b.endswith("\x1b[H"))
+        os.kill(os.getpid(), signal.SIGCONT)               # fg after Ctrl-Z: taken again
+        pty.read_until(lambda b: b.count("\x1b[?1049h") == 2 and b.endswith("\x1b[H"))
         os.write(pty.master, b"q")
         assert quit_asked.wait(10)
     finally:
         top.close()
     pty.read_until(lambda b: b.endswith(LEAVE))
     assert termios.tcgetattr(pty.tty.fileno()) == before
+    assert signal.getsignal(signal.SIGWINCH) == signal.SIG_DFL
     assert top.statistics().requests == 3 and top.statistics().dropped == 0
     pty.tty.close()
     os.close(pty.master)
@@ -248,3 +255,10 @@ def test_top_never_touches_the_terminal_before_its_first_tick():
     assert not select.select([pty.master], [], [], 0)[0]
     pty.tty.close()
     os.close(pty.master)
+
+
+def test_counts_fit_their_cells():
+    from s3slower.aggregator.topview import human_count
+    assert [human_count(n, 5) for n in (0, 99999, 100000, 1234567, 10**12)] == \
+        ["0", "99999", "100K", "1234K", "1000G"]
+    assert human_count(1234567, 4) == "1M" and human_count(10**20, 4) == "huge"
