@@ -175,7 +175,10 @@ class TopTerminal:
                     return
                 self._writer.put(RESUMED if b"c" in wake else RESIZE)
             if self.keys_fd in ready:
-                data = os.read(self.keys_fd, 64)
+                try:
+                    data = os.read(self.keys_fd, 64)
+                except OSError:                 # EIO: the terminal hung up
+                    data = b""
                 if not data:                    # stdin closed: no more keys
                     self.keys_fd = None
                 for key in data.decode("ascii", "replace"):
@@ -242,7 +245,11 @@ class TopTerminal:
             for sig, previous in self._previous.items():
                 signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
             if self._saved_modes is not None:
-                termios.tcsetattr(self._saved_modes[0], termios.TCSADRAIN, self._saved_modes[1])
+                try:
+                    termios.tcsetattr(self._saved_modes[0], termios.TCSADRAIN,
+                                      self._saved_modes[1])
+                except termios.error:           # hung up: no terminal left to restore
+                    pass
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
 

@@ -74,12 +74,13 @@ def _counted(screen: list[str]) -> int:
     return int(words[words.index("requests") - 1]) if "requests" in words else -1
 
 
-def test_closing_the_terminal_stops_the_tracer(session, tmp_path):
+@pytest.mark.parametrize("output", ["table", "top"])
+def test_closing_the_terminal_stops_the_tracer(session, tmp_path, output):
     """SIGHUP re-reads the configuration, but a terminal's hangup (the window
     closed) ends `run` and its aggregator cleanly, with their summaries."""
     need_root_bpf()
     err = tmp_path / "err"
-    session.start(f"{VENV_BIN}/s3slower run --no-log 2>{err}")
+    session.start(f"{VENV_BIN}/s3slower run --no-log --output {output} 2>{err}")
     wait_until(lambda: err.exists() and "s3slower: ready" in err.read_text(), 90,
                "the tracer to be ready")
     procs = tree(session.panes[0])       # the pane's process (run) and what it started
@@ -88,3 +89,4 @@ def test_closing_the_terminal_stops_the_tracer(session, tmp_path):
     wait_until(lambda: not alive(procs), 120, "run and its aggregator to end")
     text = err.read_text()
     assert "s3slower collector stopped: " in text and "s3slower aggregator stopped: " in text, text
+    assert "Traceback" not in text and "Exception in thread" not in text, text

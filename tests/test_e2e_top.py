@@ -139,6 +139,7 @@ def quit_and_restored(term, shared_dir) -> None:
     assert "icanon" in modes and "echo" in modes and "isig" in modes, after
     err = (shared_dir / "err").read_text()
     assert "s3slower collector stopped: " in err and "s3slower aggregator stopped: " in err, err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
 
 
 def test_ctrl_c_quits_top_cleanly(term, shared_dir):
