@@ -74,8 +74,8 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         width = terminal_width(sys.stdout, os.environ)
         renderer = make_renderer(opts.output, width=width,
                                  max_url_length=opts.max_url_length, color=color)
-        out.terminal = term = JsonTerminal(sys.stdout, renderer,
-                                           in_place=opts.output == "table" and is_terminal(sys.stdout))
+        in_place = opts.output == "table" and is_terminal(sys.stdout)   # the status line
+        out.terminal = term = JsonTerminal(sys.stdout, renderer, in_place=in_place)
         out.sinks.append(term)
         out.loss_sources.append(lambda: {Loss.TERMINAL: term.statistics().dropped_lines})
     if opts.prometheus:
