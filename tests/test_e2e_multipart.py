@@ -8,6 +8,9 @@ whose parts, bytes and part sizes are what the client sent, and whose
 duration spans the upload's own request records; the metrics count it by
 result.  The tracer's multipart_idle_s is set small so an upload left alone
 is reported `abandoned` while the test waits.
+
+moto closes every connection after its answer; S3 keeps them open, so one
+test runs against the bench's keep-alive server (bench/s3server.py) too.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import S3_ENV, VENV_BIN, Tracer, free_port, need_root_bpf, run_client, wait_until
+from conftest import (ROOT, S3_ENV, VENV_BIN, Server, Tracer, free_port, need_root_bpf,
+                      run_client, wait_until)
 from tls_fixtures import marker_arrives
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +65,20 @@ def body(tmp_path_factory) -> Path:
 @pytest.fixture(params=["http", "https"])
 def server(request, moto_http, moto_https):
     return moto_http if request.param == "http" else moto_https
+
+
+@pytest.fixture(scope="module")
+def keepalive_tls(tls_cert):
+    cert, key = tls_cert
+    proc = subprocess.Popen([sys.executable, "-m", "bench.s3server", "--port", "0", "--cert",
+                             str(cert), "--key", str(key)], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline().split()[1])
+        yield Server(proc, f"https://127.0.0.1:{port}", cert)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def uploads(tracer, pid: int) -> list[dict]:
@@ -133,6 +151,25 @@ def test_boto3_upload_file_in_parallel_parts_completes(tracer, server, body):
     assert metric(tracer, "s3slower_multipart_upload_duration_ms_count", bucket=bucket) == 1
     assert metric(tracer, "s3slower_multipart_upload_duration_ms_sum", bucket=bucket) == \
         pytest.approx(line["duration_ms"], abs=0.001)
+
+
+def test_uploads_on_connections_kept_alive(tracer, keepalive_tls, body):
+    """boto3 over TLS sends its parts aws-chunked (Transfer-Encoding: chunked),
+    after which the kernel no longer frames that connection's egress; the
+    second upload's CreateMultipartUpload goes out on such a connection, and
+    its answer (the UploadId) must still be copied."""
+    out = boto3_client(keepalive_tls, "keepalive", "twice", body)
+    pid = out["pid"]
+    wait_until(lambda: len(uploads(tracer, pid)) >= 2, 30, "two multipart_upload lines")
+    marker_arrives(tracer)
+    lines = sorted(uploads(tracer, pid), key=lambda d: d["timestamp"])
+    assert [(d["key"], d["upload_id"], d["result"]) for d in lines] == \
+        [("big/one.bin", "UPLOAD-one.bin", "completed"),
+         ("big/two.bin", "UPLOAD-two.bin", "completed")]
+    assert out["upload_ids"] == ["UPLOAD-one.bin", "UPLOAD-two.bin"]
+    for line in lines:
+        check_parts(line, 6, SIZE)
+        check_span(tracer, line)        # from its CreateMultipartUpload on
 
 
 def test_an_aborted_upload(tracer, server, body):

@@ -1,8 +1,9 @@
 """A real boto3 client's multipart uploads, as a user writes them.
 
 Usage: boto3_multipart.py ENDPOINT BUCKET MODE FILE [CA_BUNDLE]
-MODE: upload (upload_file: s3transfer's parallel parts), abort (two parts,
-then AbortMultipartUpload), idle (one part, then nothing: left to go idle).
+MODE: upload (upload_file: s3transfer's parallel parts), twice (upload_file
+to big/one.bin, then big/two.bin), abort (two parts, then
+AbortMultipartUpload), idle (one part, then nothing: left to go idle).
 Prints one JSON object: {"pid", "upload_ids": [...], "parts": N, "bytes": N}
 (upload ids as botocore parsed them from CreateMultipartUpload's answer).
 """
@@ -24,10 +25,11 @@ s3.meta.events.register("after-call.s3.CreateMultipartUpload",
                         lambda parsed, **_: upload_ids.append(parsed["UploadId"]))
 s3.create_bucket(Bucket=bucket)
 size = os.path.getsize(path)
-if mode == "upload":
-    s3.upload_file(path, bucket, "big/object.bin",
-                   Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB,
-                                         max_concurrency=4))
+if mode in ("upload", "twice"):
+    for key in ("big/object.bin",) if mode == "upload" else ("big/one.bin", "big/two.bin"):
+        s3.upload_file(path, bucket, key,
+                       Config=TransferConfig(multipart_threshold=5 * MIB,
+                                             multipart_chunksize=5 * MIB, max_concurrency=4))
     parts = -(-size // (5 * MIB))
 else:
     mpu = s3.create_multipart_upload(Bucket=bucket, Key="left/object.bin")
