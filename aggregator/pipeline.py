@@ -3,8 +3,9 @@
 `Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
 the records that became final; `handle` also returns the opaque TLS lines
 (aggregator/opaque.py: `OpaqueTls`, for the sinks that take them), and both
-the multipart upload lines the final records end (aggregator/multipart.py:
-`MultipartUpload`, after those records; `tick` the idle ones).  State is bounded: MAX_CONNECTIONS live
+return the multipart upload lines that end (aggregator/multipart.py:
+`MultipartUpload`, after the records that end them; `tick`'s idle ones).
+State is bounded: MAX_CONNECTIONS live
 connections (least recently used evicted and counted), processes and
 collectors forgotten when they exit or go away, and every map keyed by what
 the wire says (processes, addresses, collectors, counter names) has its own

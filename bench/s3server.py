@@ -134,7 +134,8 @@ def multipart_answer(target: bytes) -> bytes:
     if b"uploadId=" not in target:
         return (xml + b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>" + key
                 + b"</Key><UploadId>UPLOAD-" + key + b"</UploadId></InitiateMultipartUploadResult>")
-    return xml + b'<CompleteMultipartUploadResult><ETag>"bench"</ETag></CompleteMultipartUploadResult>'
+    return (xml + b'<CompleteMultipartUploadResult><ETag>"bench"</ETag>'
+            b"</CompleteMultipartUploadResult>")
 
 
 def serve(port: int, cert: str | None, key: str | None) -> None:
