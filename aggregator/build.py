@@ -29,6 +29,7 @@ def build(settings: Settings, subscriber: Optional[Subscriber],
         container_label=c.container_label, interval_s=c.interval, otlp=c.otlp)
     refused = [lambda: {Loss.COLLECTORS_REFUSED: subscriber.refused()}] if subscriber else []
     outputs = build_outputs(opts, refused)
-    pipeline = Pipeline(path_style_hosts=frozenset(c.path_style_endpoints))
+    pipeline = Pipeline(path_style_hosts=frozenset(c.path_style_endpoints),
+                        multipart_idle_s=c.multipart_idle_s)
     return Aggregator(subscriber, pipeline, outputs.sinks, min_latency_ms=c.min_latency_ms,
                       loss_sources=outputs.loss_sources), outputs

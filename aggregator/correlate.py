@@ -27,13 +27,15 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from s3slower.aggregator import redact, s3ops
+from s3slower.aggregator import multipart, redact, s3ops
 from s3slower.aggregator.containers import Container
 from s3slower.aggregator.http1 import Chunk, End, Head, Lost, Parser, Progress
 from s3slower.aggregator.records import Record
 from s3slower.common.events import Source
 
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.\-_]{1,64})</Code>")
+# A 2xx answer may still be an error (CompleteMultipartUpload's, S3 docs)
+_ERROR_ROOT = re.compile(rb"\s*(?:<\?xml[^>]{0,200}\?>\s*)?<Error>")
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,11 @@ class Connection:
         elif end is not None:
             why = "its response was cut short: bytes of it were not captured"
         error_code = ""
-        if end and status >= 400:
+        if end and (status >= 400 or _ERROR_ROOT.match(end.body_prefix)):
             m = _ERROR_CODE.search(end.body_prefix)
             error_code = m.group(1).decode() if m else ""
+        upload_id, part = multipart.upload_id(s3.operation, h.target,
+                                              end.body_prefix if end else b"")
         return Record(
             start_wall_ns=p.start_wall_ns, hostname=self.peer.hostname,
             pid=self.peer.pid, tid=p.tid, comm=self.peer.comm, method=h.method,
@@ -185,7 +189,8 @@ class Connection:
             response_size=response_size,
             ttfb_ns=max(ttfb, 0), latency_ns=max(latency, 0),
             tls=_tls_name(h.source), complete=complete, labels=self.peer.labels,
-            container=self.peer.container, why_incomplete=why)
+            container=self.peer.container, why_incomplete=why, upload_id=upload_id,
+            part_number=part)
 
 
 def _tls_name(source: int) -> str:

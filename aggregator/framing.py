@@ -12,7 +12,7 @@ Invariants:
   * Split-invariance: chunk-size lines, trailers and the chunked terminator
     are found across call boundaries.
   * Bounded: MAX_CHUNK_LINE of a chunk-size or trailer line, ERROR_BODY_KEEP
-    bytes of an error body, fewer than len(BLIND_END) bytes of look-behind;
+    bytes of an error body or an answer to a POST, fewer than len(BLIND_END) bytes of look-behind;
     bodies are counted, not stored.
   * Bytes the kernel did not capture are counted where the framing can place
     them; where it cannot (inside chunk framing) the body is followed blind,
@@ -24,7 +24,8 @@ from typing import Optional
 
 from s3slower.aggregator.heads import Head
 
-# Enough of an error body to find the S3 XML <Code> element.
+# Enough of an error body to find the S3 XML <Code> element (and of a POST's
+# answer: CreateMultipartUpload's <UploadId>).
 ERROR_BODY_KEEP = 2048
 # A chunk-size line with extensions (aws-chunked signatures are ~90 bytes).
 MAX_CHUNK_LINE = 1024

@@ -68,7 +68,7 @@ class End:
     is_request: bool
     end_ns: int           # return of the call carrying the last byte
     body_bytes: int
-    body_prefix: bytes    # kept only for error responses (<= ERROR_BODY_KEEP)
+    body_prefix: bytes    # kept only for error responses and answers to POST (<= ERROR_BODY_KEEP)
     complete: bool = True  # False: ended by a gap or close before framing said so
 
 
@@ -300,7 +300,8 @@ class MessageStream:
             self.ends += 1
             out.append(End(self.is_request, chunk.end_ns, 0, b""))
             return
-        self._body.start(framing, length, keep=not head.is_request and head.status >= 400)
+        self._body.start(framing, length, keep=not head.is_request and
+                         (head.status >= 400 or answering == "POST"))
         self._message = head
         self.state = IN_BODY
 

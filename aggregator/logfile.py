@@ -85,6 +85,7 @@ class RotatingJsonLog:
 
     emit = write                                  # the aggregator's Sink protocol
     emit_opaque = write                           # opaque_tls lines (aggregator/opaque.py)
+    emit_multipart = write                        # multipart_upload lines (aggregator/multipart.py)
 
     def tick(self, stats: object, now_wall_ns: int) -> None:
         pass

@@ -1,7 +1,7 @@
 """Where opaque TLS lines go (aggregator/opaque.py): terminal, warnings, metrics.
 
 * `--output json` prints each line on stdout among the requests
-  (`JsonTerminal`); the table and simple views do not, their rows stay
+  (`JsonTerminal`; multipart_upload lines too); the table and simple views do not, their rows stay
   requests.  The log file writes each line (RotatingJsonLog.emit_opaque).
 * `OpaqueWarnings` logs one warning per process, whatever the output:
   "pid 123 (java) speaks TLS to s3.example:443 through a library s3slower
@@ -42,6 +42,8 @@ class JsonTerminal(TerminalWriter):
     def emit_opaque(self, rec: OpaqueTls) -> None:
         if isinstance(self.renderer, JsonRenderer):
             self._put(rec)              # JsonRenderer.render reads to_json_dict()
+
+    emit_multipart = emit_opaque        # multipart_upload lines (aggregator/multipart.py)
 
 
 class _Sink:

@@ -83,6 +83,7 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
 
         from s3slower.aggregator.metrics import Metrics, MetricsSink
         from s3slower.aggregator.metrics_server import serve
+        from s3slower.aggregator.multipart_out import MultipartMetrics
         registry = CollectorRegistry(auto_describe=True)
         out.metrics = Metrics(registry, extra_label_keys=opts.extra_label_keys,
                               max_buckets=opts.max_buckets, interval_s=opts.interval_s,
@@ -90,6 +91,8 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         sink = MetricsSink(out.metrics, registry)
         out.sinks.append(sink)
         out.sinks.append(OpaqueMetrics(registry))
+        out.sinks.append(MultipartMetrics(registry, extra_label_keys=opts.extra_label_keys,
+                                          container_label=opts.container_label))
         out.server = serve(registry, opts.prom_host, opts.prom_port, health=sink.health)
     if opts.otlp.enabled:                   # imports the SDK: only when on
         from s3slower.aggregator.otlp import OtlpSink

@@ -2,7 +2,10 @@
 
 `Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
 the records that became final; `handle` also returns the opaque TLS lines
-(aggregator/opaque.py: `OpaqueTls`, for the sinks that take them).  State is bounded: MAX_CONNECTIONS live
+(aggregator/opaque.py: `OpaqueTls`, for the sinks that take them), and both
+return the multipart upload lines that end (aggregator/multipart.py:
+`MultipartUpload`, after the records that end them; `tick`'s idle ones).
+State is bounded: MAX_CONNECTIONS live
 connections (least recently used evicted and counted), processes and
 collectors forgotten when they exit or go away, and every map keyed by what
 the wire says (processes, addresses, collectors, counter names) has its own
@@ -10,7 +13,8 @@ named bound.  An evicted connection's waiting requests are emitted incomplete.
 
 Ledger members counted here (common/losses.py, SPEC §4): transport
 (sequence gaps), malformed (records or messages that do not decode), the
-map-full drops (conn_, process_, address_ and collector_evicted), and from
+map-full drops (conn_, process_, address_, collector_, opaque_ and
+multipart_evicted), and from
 each connection its parser's and stitcher's counts (stream_gap, http_invalid,
 stream skipped bytes, superseded, unanswered); and, per collector, the totals
 its heartbeats report (Stage.reported members), folded in when it restarts
@@ -27,6 +31,7 @@ from typing import Mapping, NamedTuple, Optional
 from s3slower.aggregator import containers, errorlog
 from s3slower.aggregator.correlate import Connection, Peer
 from s3slower.aggregator.http1 import Chunk
+from s3slower.aggregator.multipart import DEFAULT_IDLE_S, MultipartTracker
 from s3slower.aggregator.opaque import OpaqueTls, OpaqueTracker, Who
 from s3slower.aggregator.records import Record
 from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
@@ -87,7 +92,8 @@ class PipelineStats:
 
 class Pipeline:
     def __init__(self, *, request_timeout_ns: int = DEFAULT_REQUEST_TIMEOUT_NS,
-                 path_style_hosts: frozenset[str] = frozenset()):
+                 path_style_hosts: frozenset[str] = frozenset(),
+                 multipart_idle_s: float = DEFAULT_IDLE_S):
         self.request_timeout_ns = request_timeout_ns
         self.path_style_hosts = path_style_hosts
         self._conns: collections.OrderedDict[tuple, Connection] = collections.OrderedDict()
@@ -100,6 +106,7 @@ class Pipeline:
             collections.OrderedDict()                     # hostname -> state
         self._lost: collections.Counter[Loss] = collections.Counter()
         self._opaque = OpaqueTracker()
+        self._multipart = MultipartTracker(int(multipart_idle_s * 1e9))
         self._messages = self._events = self._records = self._errors = 0
 
     # -- messages ----------------------------------------------------------
@@ -241,23 +248,32 @@ class Pipeline:
                 self._count(loss, f"pid {conn.peer.pid} {conn.peer.comm!r} to "
                             f"{conn.peer.address or '?'}: {n} on one connection", n)
 
-    def _finished(self, recs: list[Record], key: tuple) -> list[Record]:
+    def _finished(self, recs: list[Record], key: tuple) -> list:
         self._records += len(recs)
+        uploads: list = []
+        evicted = self._multipart.evicted
         for r in recs:
             if r.is_error:
                 self._errors += 1
                 errorlog.explain(r, key[2])
-        return recs
+            if r.upload_id:
+                uploads.extend(self._multipart.feed(r))
+        if self._multipart.evicted > evicted:
+            self._count(Loss.MULTIPART_EVICTED, f"over {self._multipart.max_open} open multipart "
+                        "uploads or their parts, the least recently active forgotten",
+                        self._multipart.evicted - evicted)
+        return recs + uploads if uploads else recs
 
     # -- time --------------------------------------------------------------
     def tick(self, now_wall_ns: int) -> list[Record]:
-        out: list[Record] = []
+        out: list = []
         for key, conn in list(self._conns.items()):
             out.extend(self._finished(conn.expire(now_wall_ns, self.request_timeout_ns), key))
             if not conn.pending and now_wall_ns - conn.last_seen_wall_ns > IDLE_CONNECTION_NS:
                 del self._conns[key]
                 self._forget(key)
                 self._account(conn)
+        out.extend(self._multipart.expire(now_wall_ns))
         return out
 
     def statistics(self) -> PipelineStats:

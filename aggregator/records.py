@@ -40,6 +40,8 @@ class Record:
     labels: Mapping[str, str] = field(default_factory=dict)
     container: Optional[Container] = None   # None: the process is not in a container
     why_incomplete: str = ""    # what ended it, when not complete (--debug only)
+    upload_id: str = ""         # a multipart upload's (aggregator/multipart.py), not output
+    part_number: int = 0        # UploadPart's, UploadPartCopy's
 
     @property
     def is_error(self) -> bool:

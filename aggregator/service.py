@@ -3,7 +3,9 @@
 Outputs ("sinks") take final records; `--min-latency` is applied once here so
 the terminal, log file and metrics always agree.  Opaque TLS lines
 (aggregator/opaque.py) go to the sinks that have `emit_opaque`, never to
-`emit`: a sink of requests sees only requests.  Each tick builds one ledger
+`emit`: a sink of requests sees only requests.  Multipart upload lines
+(aggregator/multipart.py) go the same way to the sinks that have
+`emit_multipart`.  Each tick builds one ledger
 snapshot (aggregator/ledger.py) that every sink's tick reads; `snapshot` is
 the latest, for the stop summary.
 """
@@ -13,6 +15,7 @@ import time
 from typing import Callable, Iterable, Mapping, Optional, Protocol
 
 from s3slower.aggregator.ledger import Book, Snapshot
+from s3slower.aggregator.multipart import MultipartUpload
 from s3slower.aggregator.opaque import OpaqueTls
 from s3slower.aggregator.pipeline import Pipeline
 from s3slower.aggregator.records import Record
@@ -41,6 +44,7 @@ class Aggregator:
         self.pipeline = pipeline
         self.sinks = list(sinks)
         self._opaque_sinks = [s for s in self.sinks if hasattr(s, "emit_opaque")]
+        self._multipart_sinks = [s for s in self.sinks if hasattr(s, "emit_multipart")]
         self.min_latency_ns = int(min_latency_ms * 1e6)
         self.clock = clock
         self.book = Book(loss_sources)
@@ -60,6 +64,10 @@ class Aggregator:
             if type(r) is OpaqueTls:
                 for s in self._opaque_sinks:
                     s.emit_opaque(r)
+                continue
+            if type(r) is MultipartUpload:
+                for s in self._multipart_sinks:
+                    s.emit_multipart(r)
                 continue
             if r.latency_ns < self.min_latency_ns and r.complete:
                 continue

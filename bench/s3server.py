@@ -7,7 +7,10 @@ answers in tens of microseconds.  It speaks just enough S3 for boto3:
                          last "-N" (e.g. obj-4096), default 1024
   PUT/POST/DELETE ...    the body is read (Content-Length, chunked, or
                          aws-chunked framed by Content-Length) and dropped;
-                         200 with an ETag, no body
+                         200 with an ETag, no body -- but POST ?uploads and
+                         POST ?uploadId= answer as S3 does, with the upload id
+                         UPLOAD-<key> (tests/test_e2e_multipart.py: boto3's
+                         multipart uploads on connections kept alive)
 
 One thread per connection, blocking sockets, keep-alive.  Loopback only.
 
@@ -114,9 +117,25 @@ def handle(sock: socket.socket) -> None:
                     sock.sendall(resp)
                     if method == b"GET":
                         sock.sendall(body_of(size))
+            elif method == b"POST" and b"?upload" in target:
+                answer = multipart_answer(target)
+                sock.sendall(b"HTTP/1.1 200 OK\r\n" + common
+                             + b"Content-Length: %d\r\n\r\n" % len(answer))
+                sock.sendall(answer)            # a read of its own, as S3's often is
             else:
                 sock.sendall(b"HTTP/1.1 200 OK\r\nETag: \"bench\"\r\n" + common
                              + b"Content-Length: 0\r\n\r\n")
+
+
+def multipart_answer(target: bytes) -> bytes:
+    """CreateMultipartUpload's or CompleteMultipartUpload's XML answer."""
+    key = target.split(b"?")[0].rsplit(b"/", 1)[-1]
+    xml = b'<?xml version="1.0" encoding="UTF-8"?>'
+    if b"uploadId=" not in target:
+        return (xml + b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>" + key
+                + b"</Key><UploadId>UPLOAD-" + key + b"</UploadId></InitiateMultipartUploadResult>")
+    return (xml + b'<CompleteMultipartUploadResult><ETag>"bench"</ETag>'
+            b"</CompleteMultipartUploadResult>")
 
 
 def serve(port: int, cert: str | None, key: str | None) -> None:

@@ -124,7 +124,7 @@ static __always_inline u32 bounded(u32 n, u32 max)
 /* Body framing, per direction of an HTTP connection (see "framing" below). */
 #define FR_HEAD 0       /* a message head comes next */
 #define FR_COUNT 1      /* in a Content-Length body: counted, one record at its end */
-#define FR_COPY 2       /* in a Content-Length body that is copied (an error's) */
+#define FR_COPY 2       /* in a Content-Length body that is copied (an error's, a POST's answer) */
 #define FR_PASS 3       /* framing not followed here: every call goes out as it is */
 
 struct frame_t {
@@ -136,6 +136,7 @@ struct frame_t {
     u8 mode;        /* FR_* */
     u8 expect;      /* egress: this request said Expect: 100-continue */
     u8 head_req;    /* egress: this request is a HEAD (its response has no body) */
+    u8 post;        /* egress: this request is a POST (a small answer is copied) */
     u8 source;      /* FR_COUNT: enum s3s_source of the calls held */
 };
 
@@ -378,9 +379,15 @@ static __always_inline void opaque_start(struct record *r, struct conn_t *c, u64
  * head not within one call, bytes past a message's end in the same call)
  * turns framing off for that direction of the connection: every call goes
  * out as it is, as before.  Error bodies (>= 400) are copied (their XML
- * names the error). */
+ * names the error), and so is a 2xx/3xx answer to a POST of at most
+ * POST_COPY_MAX bytes (CreateMultipartUpload's names its UploadId,
+ * CompleteMultipartUpload's may be an error); a larger one is counted.  A
+ * request head on a connection whose egress is not framed (FR_PASS: an
+ * aws-chunked upload went before) is still looked at for its method, so
+ * its response is framed by what it answers. */
 #define PARSE_MAX 2048          /* a head is looked for in this many bytes */
 #define HELD_MAX (1U << 30)     /* body bytes one record stands for, at most */
+#define POST_COPY_MAX 4096      /* a POST's 2xx/3xx answer copied up to this size */
 #define CL_NONE (-1)
 #define CL_BAD (-2)
 
@@ -390,8 +397,14 @@ struct head_t {
     u16 status;     /* a response's */
     u8 te;          /* a Transfer-Encoding header */
     u8 expect;      /* Expect: (100-continue) */
-    u8 is_head;     /* a HEAD request */
 };
+
+/* What its response's framing needs of a request's method (d: its head). */
+static __always_inline void note_method(struct frame_t *f, const u8 *d)
+{
+    f->head_req = d[0] == 'H' && d[1] == 'E' && d[2] == 'A' && d[3] == 'D' && d[4] == ' ';
+    f->post = d[0] == 'P' && d[1] == 'O' && d[2] == 'S' && d[3] == 'T' && d[4] == ' ';
+}
 
 /* Little-endian words of lower-cased header names (| 0x20 lower-cases
  * letters and leaves '-' and ':' as they are). */
@@ -442,7 +455,6 @@ static __always_inline int parse_head(struct record *r, u32 cap, u8 dir, struct 
     h->status = 0;
     h->te = 0;
     h->expect = 0;
-    h->is_head = 0;
     if (cap < 16)
         return 0;
     if (dir == S3S_INGRESS) {
@@ -453,7 +465,6 @@ static __always_inline int parse_head(struct record *r, u32 cap, u8 dir, struct 
     } else {
         if (classify(d, cap) != ST_HTTP)    /* a request starts with its method */
             return 0;
-        h->is_head = d[0] == 'H' && d[1] == 'E' && d[2] == 'A' && d[3] == 'D' && d[4] == ' ';
     }
     volatile struct found_t *fo = &r->found;
     fo->last = cap - 2;        /* "\n\r\n" must fit: the last newline looked at is cap - 3 */
@@ -514,6 +525,8 @@ static __always_inline void frame_head(struct record *r, struct conn_t *c,
                                        struct frame_t *f, u8 dir, u32 cap, u32 len)
 {
     struct head_t h;
+    if (dir == S3S_EGRESS)
+        note_method(f, r->data);
     if (!parse_head(r, cap, dir, &h)) {
         f->mode = FR_PASS;
         return;
@@ -522,7 +535,6 @@ static __always_inline void frame_head(struct record *r, struct conn_t *c,
     u64 body = 0;
     u8 mode = FR_COUNT;
     if (dir == S3S_EGRESS) {
-        f->head_req = h.is_head;
         f->expect = h.expect;
         if (h.te || h.cl == CL_BAD) {
             f->mode = FR_PASS;
@@ -549,7 +561,7 @@ static __always_inline void frame_head(struct record *r, struct conn_t *c,
         } else {
             body = h.cl;
         }
-        if (h.status >= 400)
+        if (h.status >= 400 || (q->post && body <= POST_COPY_MAX))
             mode = FR_COPY;
     }
     if (after > body) {                 /* more than this message in one call */
@@ -709,6 +721,8 @@ static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
     }
     if (*state != ST_HTTP)
         return;
+    if (dir == S3S_EGRESS && f->mode == FR_PASS && cap >= 5 && classify(r->data, cap) == ST_HTTP)
+        note_method(f, r->data);        /* an unframed request: its response's framing */
     u32 moved = len;
     if (dir == S3S_INGRESS && f->mode == FR_HEAD && cap == len &&
         (c->pending || len <= TINY_MAX)) {

@@ -56,6 +56,7 @@ MAX_PROM_BUFFER = 1_000_000
 MAX_LOG_SIZE_MB = 1024 * 1024    # 1 TiB per file
 MAX_LOG_BACKUPS = 1000
 MAX_BUCKETS = 1_000_000          # each bucket value costs ~40 series per label set
+MAX_MULTIPART_IDLE_S = 7 * 86400.0   # S3 keeps an unfinished upload until a lifecycle rule
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Config:
     max_buckets: int = 1000                 # bucket label values, __other__ included
     container_label: bool = False           # container_id metric label (docs/containers.md)
     otlp: OtlpConfig = OtlpConfig()         # OpenTelemetry export (common/otlpconfig.py)
+    multipart_idle_s: float = 300.0         # an upload with no request this long: abandoned
 
 
 def _known(cls: type) -> tuple[str, ...]:
@@ -139,7 +141,9 @@ def parse_config(data: object, source: str) -> Config:
         max_buckets=_opt(top, "max_buckets", d.max_buckets, where,
                          lambda v, w: integer(v, w, 1, MAX_BUCKETS)),
         container_label=_opt(top, "container_label", d.container_label, where, boolean),
-        otlp=parse_otlp(top.get("otlp"), where.at("otlp")))
+        otlp=parse_otlp(top.get("otlp"), where.at("otlp")),
+        multipart_idle_s=_opt(top, "multipart_idle_s", d.multipart_idle_s, where,
+                              lambda v, w: number(v, w, 0, MAX_MULTIPART_IDLE_S, above=True)))
 
 
 def _opt(m: Mapping[str, Any], key: str, default: Any, where: Where, check) -> Any:

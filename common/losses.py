@@ -79,6 +79,8 @@ class Loss(enum.Enum):
     CONN_EVICTED = ("conn_evicted", _L, _A, "connections evicted over MAX_CONNECTIONS")
     OPAQUE_EVICTED = ("opaque_evicted", _L, _A,
                       "opaque TLS connections forgotten over MAX_OPAQUE (a line lost)")
+    MULTIPART_EVICTED = ("multipart_evicted", _L, _A,
+                         "open multipart uploads forgotten over MAX_OPEN (a line lost)")
     STREAM_GAP = ("stream_gap", _L, _A, "messages or parts of them lost to framing loss")
     UNANSWERED = ("unanswered", _L, _A, "responses to requests never seen, dropped")
     HTTP_INVALID = ("http_invalid", _E, _A, "malformed heads, lengths and chunk lines")

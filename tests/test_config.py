@@ -128,6 +128,7 @@ def test_go_readme_config_block_is_accepted(tmp_path):
      "path_style_endpoints", ("minio.lan:9000", "[::1]", "rgw.s3.example.com")),
     ("max_buckets: 50", "max_buckets", 50),
     ("container_label: true", "container_label", True),
+    ("multipart_idle_s: 2.5", "multipart_idle_s", 2.5),
     ("transport: {endpoint: 'tcp://agg.example.com:5556'}", "transport.endpoint",
      "tcp://agg.example.com:5556"),
     ("transport: {curve_secret_key: /k/c.key_secret}", "transport.curve_secret_key",
@@ -316,6 +317,9 @@ def test_packaging_example_shows_every_key_and_is_the_defaults():
     ("otlp: {enabled: true, spans: false, metrics: false}", "otlp",
      "spans and metrics are both false"),
     ("otlp: {port: 4318}", "otlp.port", "known keys: enabled, endpoint, protocol,"),
+    ("multipart_idle_s: 0", "multipart_idle_s", "a number greater than 0"),
+    ("multipart_idle_s: 1e9", "multipart_idle_s", "at most 604800"),
+    ("multipart_idle_s: soon", "multipart_idle_s", "got 'soon'"),
     # contradiction between the Go key and the new one
     ("output: table\nscreen: {table_format: false}", "screen.table_format",
      "is false but output is table"),

@@ -40,6 +40,8 @@ EXPORTED_METRICS = {
     "s3slower_label_overflow_total": "counter",
     "s3slower_series_expired_total": "counter",
     "s3slower_label_values": "gauge",
+    "s3slower_multipart_uploads_total": "counter",
+    "s3slower_multipart_upload_duration_ms": "histogram",
 }
 # A metric name in PromQL: s3slower_ then name characters, not a recorded
 # name (those have colons) nor part of a longer identifier.
@@ -157,7 +159,9 @@ def test_exported_names_are_what_the_exporter_declares():
     from prometheus_client import CollectorRegistry, generate_latest
 
     from s3slower.aggregator.metrics import Metrics, MetricsSink
+    from s3slower.aggregator.multipart_out import MultipartMetrics
     registry = CollectorRegistry()
     MetricsSink(Metrics(registry), registry)        # as build_outputs wires it
+    MultipartMetrics(registry)
     declared = families_from_exposition(generate_latest(registry).decode())
     assert declared == EXPORTED_METRICS

@@ -325,6 +325,16 @@ def _opaque_evicted(h, loss):
     return 1
 
 
+@feeds(Loss.MULTIPART_EVICTED)
+def _multipart_evicted(h, loss):
+    h.agg.pipeline._multipart.max_open = 1
+    for conn, upload in ((1, b"u1"), (2, b"u2")):
+        h.events(data(conn, True, b"PUT /b/k?partNumber=1&uploadId=" + upload +
+                      b" HTTP/1.1\r\nHost: s3.local\r\nContent-Length: 0\r\n\r\n"),
+                 data(conn, False, OK))
+    return 1
+
+
 @feeds(Loss.STREAM_GAP)
 def _stream_gap(h, loss):                         # closed inside a request head
     h.events(data(1, True, b"PUT /b/k HTTP/1.1\r\nHost: s3.local\r\n"),

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from s3slower.aggregator.pipeline import Pipeline
+from s3slower.aggregator.records import Record
 from s3slower.common import protocol, recording
 from s3slower.common.events import Direction, Event, Kind, Source, decode_event, encode_event
 from s3slower.common.protocol import Message, MsgKind
@@ -142,6 +143,7 @@ class Run:
     emitted_at: list[int]          # index of the event whose feeding emitted each record
     stream_gap: int
     pipeline: Pipeline
+    lines: list[dict] = field(default_factory=list)   # of other kinds (multipart_upload)
 
 
 def run(case: Case, events: Optional[list[Event]] = None, batch: int = BATCH) -> Run:
@@ -155,18 +157,22 @@ def run(case: Case, events: Optional[list[Event]] = None, batch: int = BATCH) ->
         seq += 1
         return Message(kind, case.hostname, case.instance, seq - 1, case.wall_offset_ns, body)
 
-    records, emitted_at = [], []
+    records, emitted_at, lines = [], [], []
+
+    def take(out: list, at: int) -> None:
+        recs = [r for r in out if type(r) is Record]
+        records.extend(r.to_json_dict() for r in recs)
+        emitted_at.extend([at] * len(recs))
+        lines.extend(r.to_json_dict() for r in out if type(r) is not Record)
+
     for body in case.processes:
         p.handle(msg(MsgKind.PROCESS, body), 0)
     for i in range(0, len(events), batch):
-        recs = p.handle(msg(MsgKind.EVENTS, {"events": [encode_event(e) for e in
-                                                        events[i:i + batch]]}), 0)
-        records += [r.to_json_dict() for r in recs]
-        emitted_at += [min(i + batch, len(events)) - 1] * len(recs)
-    recs = p.tick(FAR_FUTURE)
-    records += [r.to_json_dict() for r in recs]
-    emitted_at += [len(events)] * len(recs)
-    return Run(records, emitted_at, p.statistics().lost.get("stream_gap", 0), p)
+        take(p.handle(msg(MsgKind.EVENTS, {"events": [encode_event(e) for e in
+                                                      events[i:i + batch]]}), 0),
+             min(i + batch, len(events)) - 1)
+    take(p.tick(FAR_FUTURE), len(events))
+    return Run(records, emitted_at, p.statistics().lost.get("stream_gap", 0), p, lines)
 
 
 # -- variants -------------------------------------------------------------------
