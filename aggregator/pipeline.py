@@ -130,7 +130,10 @@ class Pipeline:
         stats = old.stats if old else {}
         reported = old.reported if old else {}
         hb = old.last_heartbeat_wall_ns if old else now
-        if old is not None and old.instance == msg.instance and msg.seq > old.last_seq + 1:
+        # a HELLO resynchronises: after a move between aggregators the messages
+        # between went elsewhere (docs/protocol.md, "Several aggregators")
+        if old is not None and old.instance == msg.instance and msg.seq > old.last_seq + 1 \
+                and msg.kind is not MsgKind.HELLO:
             self._count(Loss.TRANSPORT, f"{msg.hostname}: message {msg.seq} came after "
                         f"{old.last_seq}", msg.seq - old.last_seq - 1)
         if old is not None and old.instance != msg.instance:
