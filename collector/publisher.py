@@ -85,7 +85,10 @@ class Publisher:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._seq = 0
-        self._outbox: collections.deque[tuple[bytes, int, int]] = collections.deque()
+        # (frame, events, seq, a HEARTBEAT's body or None)
+        self._outbox: collections.deque[tuple[bytes, int, int, Optional[dict]]] = \
+            collections.deque()
+        self._last_beat: dict = {}      # the last HEARTBEAT body handed to a socket
         self._outbox_bytes = 0
         self._sent = 0
         self._sent_bytes = 0
@@ -113,7 +116,8 @@ class Publisher:
         self._seq += 1
         if self._record_to is not None:
             self._record_to.write(recording.frame(frame))
-        self._outbox.append((frame, n_events, self._seq - 1))
+        self._outbox.append((frame, n_events, self._seq - 1,
+                             body if kind is MsgKind.HEARTBEAT else None))
         self._outbox_bytes += len(frame)
         self.flush()
         return True
@@ -124,10 +128,11 @@ class Publisher:
         if self._resync and not self._send_resync():
             return
         while self._outbox:
-            frame, n_events, _ = self._outbox[0]
+            frame, n_events, _, beat = self._outbox[0]
             if not self._send(frame, n_events):
                 return
             self._outbox.popleft()
+            self._last_beat = beat or self._last_beat
             self._outbox_bytes -= len(frame)
             self._sent += 1
             self._sent_bytes += len(frame)
@@ -143,11 +148,14 @@ class Publisher:
 
     def _send_resync(self) -> bool:
         """A HELLO to the aggregator just moved to, numbered as the last message
-        before its next one: "count no gap up to here" (docs/protocol.md)."""
+        before its next one: "count no gap up to here", with the totals of the
+        last heartbeat sent elsewhere: "count losses beyond these" (docs/protocol.md)."""
         next_seq = self._outbox[0][2] if self._outbox else self._seq
         hello = protocol.encode(Message(MsgKind.HELLO, self.hostname, self.instance,
                                         next_seq - 1, self.wall_offset_ns,
-                                        {"pid": os.getpid(), "resync": True}))
+                                        {"pid": os.getpid(), "resync": True,
+                                         "lost": self._last_beat.get("lost", {}),
+                                         "stats": self._last_beat.get("stats", {})}))
         self._resync = not self._send(hello, 0)
         return not self._resync
 

@@ -202,3 +202,42 @@ def test_one_endpoint_is_one_socket_without_links():
         pub.close()
         sock.close(0)
         ctx.term()
+
+
+def test_reported_losses_are_counted_once_across_moves():
+    """A collector's running totals reach whichever aggregator it talks to:
+    each counts only what grew while the host was its own."""
+    a, b = Pipeline(), Pipeline()
+    seq = iter(range(100))
+
+    def beat(agg, outbox):
+        agg.handle(protocol.Message(MsgKind.HEARTBEAT, "h", 7, next(seq), 0,
+                                    {"stats": {}, "lost": {"collector_outbox": outbox}}), 0)
+
+    def resync(agg, outbox):
+        agg.handle(protocol.Message(MsgKind.HELLO, "h", 7, next(seq), 0,
+                                    {"pid": 1, "resync": True, "stats": {},
+                                     "lost": {"collector_outbox": outbox}}), 0)
+
+    def total():
+        return sum(p.statistics().losses.get(Loss.COLLECTOR_OUTBOX, 0) for p in (a, b))
+    beat(a, 5)
+    resync(b, 5)             # it moved; the last beat a got said 5
+    assert total() == 5
+    beat(b, 7)
+    assert total() == 7
+    resync(a, 7)             # and back
+    beat(a, 9)
+    assert total() == 9
+    assert [p.statistics().losses[Loss.COLLECTOR_OUTBOX] for p in (a, b)] == [7, 2]
+    a.handle(protocol.Message(MsgKind.HELLO, "h", 8, 0, 0, {"pid": 2}), 0)   # a restart
+    assert a.statistics().losses[Loss.COLLECTOR_OUTBOX] == 7
+
+
+def test_a_resync_hello_is_checked_like_a_heartbeat():
+    import pytest
+    bad = protocol.encode(protocol.Message(MsgKind.HELLO, "h", 1, 0, 0,
+                                           {"pid": 1, "resync": True, "lost": {"x": "1"},
+                                            "stats": {}}))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(bad)
