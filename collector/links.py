@@ -77,7 +77,7 @@ class Links:
             return False
         log.warning("s3slower collector: now sending to %s (%s)", self.endpoints[after],
                     f"{self.endpoints[before]} down for 3 s" if self._up_since[before] is None
-                    else "the first choice is back")
+                    else "a better-ranked one is back")
         return True
 
     def _dropped(self, i: int, now: int) -> None:
