@@ -30,6 +30,10 @@ log = logging.getLogger("s3slower")
 
 HEARTBEAT_IVL_MS = 1_000
 HEARTBEAT_TIMEOUT_MS = 3_000
+# Reconnecting to an aggregator that is away backs off from libzmq's 100 ms
+# to this: a fleet does not hammer a dead host, and a return is seen well
+# within BACK_AFTER_NS.
+RECONNECT_IVL_MAX_MS = 2_000
 _MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 # The events handed to a link, per SLOT_NS, over its last HEARTBEAT_TIMEOUT_MS:
 # at most WINDOW_SLOTS + 1 slots, whatever the rate.

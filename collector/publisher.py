@@ -29,7 +29,8 @@ from typing import BinaryIO, Callable, Optional, Sequence, Union
 
 import zmq
 
-from s3slower.collector.links import HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, Links
+from s3slower.collector.links import (HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS,
+                                     RECONNECT_IVL_MAX_MS, Links)
 from s3slower.common import protocol, recording
 from s3slower.common.losses import Loss
 from s3slower.common.protocol import Message, MsgKind
@@ -193,6 +194,7 @@ def push_socket(ctx: zmq.Context, curve: Optional[CurveClient], *,
     if heartbeats:
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     if curve:
         sock.curve_publickey = curve.public
         sock.curve_secretkey = curve.secret
