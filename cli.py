@@ -235,7 +235,9 @@ def _output_options(f):
 
 @cli.command()
 @click.option("--bind", help="Endpoint to bind (local: ipc:///run/s3slower/collector.sock).")
-@click.option("--connect", help="Aggregator endpoint to connect to (tcp://HOST:5556).")
+@click.option("--connect", "connects", multiple=True,
+              help="Aggregator endpoint to connect to (tcp://HOST:5556); repeated: "
+                   "one of them, chosen by this host's name, the next if it fails.")
 @click.option("--hostname", help="Host name the records carry (default: this host's).")
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
               help="This collector's CurveZMQ .key_secret file.")

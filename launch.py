@@ -123,16 +123,18 @@ def log_dir(path: str) -> None:
 def start_collector(settings: Settings) -> None:
     """`s3slower collector`: check what it was given, then run it (as root)."""
     from s3slower.keys import collector_curve
-    c = settings.collector
-    if not c.bind and not c.connect:
-        settings = replace(settings, collector=replace(
-            c, connect=settings.config.transport.endpoint))
+    c, t = settings.collector, settings.config.transport
+    if not c.bind and not c.connects:
+        connects = t.endpoints or ((t.endpoint,) if t.endpoint else ())
+        settings = replace(settings, collector=replace(c, connects=connects))
         c = settings.collector
-    if bool(c.bind) == bool(c.connect):
+    if bool(c.bind) == bool(c.connects):
         raise click.UsageError("give exactly one of --bind or --connect")
-    t = settings.config.transport
-    curve = collector_curve(c.bind or c.connect, t.curve_secret_key, t.curve_server_key,
-                            c.insecure)
+    if len(set(c.connects)) != len(c.connects):
+        raise click.UsageError("an aggregator endpoint is given twice to --connect")
+    curve = None
+    for ep in (c.bind,) if c.bind else c.connects:
+        curve = collector_curve(ep, t.curve_secret_key, t.curve_server_key, c.insecure)
     selection = settings.selection(settings.targets_file)
     require_root("the collector")
     if c.bind and c.bind.startswith("ipc://"):

@@ -23,6 +23,7 @@ or is forgotten, so every total only grows.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ class CollectorState:
     stats: Mapping[str, int]
     said_bye: bool
     reported: Mapping[Loss, int]     # its ledger members, from its last heartbeat
+    # added to `reported`: what it counted here before a move minus the totals
+    # it had reported elsewhere when it moved here (a resync HELLO)
+    carried: Mapping[Loss, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def counted(self) -> dict[Loss, int]:
+        """Its ledger members as this aggregator counts them."""
+        out = dict(self.carried)
+        for m, n in self.reported.items():
+            out[m] = out.get(m, 0) + n
+        return out
 
 
 class _Process(NamedTuple):
@@ -136,24 +148,34 @@ class Pipeline:
         lost = old.lost if old else {}
         stats = old.stats if old else {}
         reported = old.reported if old else {}
+        carried = old.carried if old else {}
         hb = old.last_heartbeat_wall_ns if old else now
-        if old is not None and old.instance == msg.instance and msg.seq > old.last_seq + 1:
+        # a HELLO resynchronises: after a move between aggregators the messages
+        # between went elsewhere (docs/protocol.md, "Several aggregators")
+        if old is not None and old.instance == msg.instance and msg.seq > old.last_seq + 1 \
+                and msg.kind is not MsgKind.HELLO:
             self._count(Loss.TRANSPORT, f"{msg.hostname}: message {msg.seq} came after "
                         f"{old.last_seq}", msg.seq - old.last_seq - 1)
         if old is not None and old.instance != msg.instance:
             # a restart: fold the old instance's totals in, start afresh
-            self._lost.update(old.reported)
-            lost, stats, reported = {}, {}, {}
+            self._lost.update(old.counted)
+            old, lost, stats, reported, carried = None, {}, {}, {}, {}
         if msg.kind is MsgKind.HEARTBEAT:
-            lost = dict(list(msg.body["lost"].items())[:MAX_COUNTER_NAMES])
-            stats = dict(list(msg.body["stats"].items())[:MAX_COUNTER_NAMES])
+            lost, stats = _counters(msg.body)
             reported = from_heartbeat(lost, stats)
             hb = now
+        elif msg.kind is MsgKind.HELLO and msg.body.get("resync"):
+            # moved here: count only what grows past the totals it had reported
+            # to the aggregator it left, on top of what it counted here before
+            before = old.counted if old is not None else {}
+            reported = from_heartbeat(*_counters(msg.body))
+            carried = {m: before.get(m, 0) - reported.get(m, 0)
+                       for m in before.keys() | reported.keys()}
         state = CollectorState(msg.hostname, msg.instance, msg.seq, hb, lost, stats,
-                               msg.kind is MsgKind.BYE, reported)
+                               msg.kind is MsgKind.BYE, reported, carried)
         evicted = _bounded_put(self._collectors, msg.hostname, state, MAX_COLLECTORS)
         if evicted is not None:             # keep what it reported, forget the rest
-            self._lost.update(evicted.reported)
+            self._lost.update(evicted.counted)
             self._count(Loss.COLLECTOR_EVICTED,
                         f"{evicted.hostname} forgotten: over {MAX_COLLECTORS} collectors")
 
@@ -279,13 +301,19 @@ class Pipeline:
     def statistics(self) -> PipelineStats:
         lost = collections.Counter(self._lost)
         for c in self._collectors.values():
-            lost.update(c.reported)
+            lost.update(c.counted)
         for conn in self._conns.values():            # live ones' counts so far
             for loss, n in _conn_counts(conn):
                 lost[loss] += n
         return PipelineStats(self._messages, self._events, self._records, self._errors,
                              len(self._conns), len(self._procs), dict(lost),
                              tuple(self._collectors.values()))
+
+
+def _counters(body: Mapping) -> tuple[dict[str, int], dict[str, int]]:
+    """The `lost` and `stats` maps of a HEARTBEAT (or resync HELLO), bounded."""
+    return (dict(list(body.get("lost", {}).items())[:MAX_COUNTER_NAMES]),
+            dict(list(body.get("stats", {}).items())[:MAX_COUNTER_NAMES]))
 
 
 def _conn_counts(conn: Connection) -> tuple[tuple[Loss, int], ...]:

@@ -25,9 +25,10 @@ from s3slower.common.targets import Selection
 MIB = 1024 * 1024
 
 
-def endpoint(settings: Settings) -> str:
+def endpoint(settings: Settings) -> str | tuple[str, ...]:
+    """The endpoint to bind, or the aggregators to connect to (one or several)."""
     c = settings.collector
-    return c.bind or c.connect or ""
+    return c.bind or c.connects
 
 
 def build(settings: Settings, selection: Selection, *, curve=None,

@@ -170,6 +170,7 @@ class Collector:
         st = self.statistics()
         return {**self.probes.lost_counts(),
                 Loss.COLLECTOR_OUTBOX: self.publisher.statistics().dropped_events,
+                Loss.FAILOVER: self.publisher.unconfirmed_events(),
                 Loss.ATTACH: st.attach_errors, Loss.DETACH: st.detach_errors,
                 Loss.ELF_PARSE: st.elf_parse_errors}
 
@@ -217,7 +218,20 @@ class Collector:
             if every_second:
                 every_second()
         self.publisher.flush()
+        if self.publisher.take_moved():
+            self._announce_again()
         return next_hb
+
+    def _announce_again(self) -> None:
+        """Moved to another aggregator (collector/links.py): announce there the
+        processes the last one was told of."""
+        traced = dict(self.tracker.traced)
+        if self._announce_connects:
+            traced.update(dict.fromkeys(self._announced, self.tracker.selection.match_all))
+        for pid, target in traced.items():
+            info = processes.proc_info(pid)
+            if info is not None:
+                self._announce(info, target)
 
     def _handle_lifecycle(self) -> None:
         events, self._lifecycle = self._lifecycle, []

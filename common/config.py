@@ -90,6 +90,9 @@ class TransportConfig:
     curve_secret_key: Optional[str] = None  # this program's own .key_secret file
     curve_server_key: Optional[str] = None  # collector: the aggregator's public .key
     allowed_keys_dir: Optional[str] = None  # aggregator: allowed collectors' .key files
+    # collector: several aggregators, one chosen by rendezvous hashing of the
+    # host name (docs/scaling.md); when given, instead of `endpoint`
+    endpoints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,17 @@ def _transport(value: object, where: Where) -> TransportConfig:
         endpoint=_opt(m, "endpoint", None, where, _zmq_endpoint),
         curve_secret_key=_opt(m, "curve_secret_key", None, where, _path),
         curve_server_key=_opt(m, "curve_server_key", None, where, _path),
-        allowed_keys_dir=_opt(m, "allowed_keys_dir", None, where, _path))
+        allowed_keys_dir=_opt(m, "allowed_keys_dir", None, where, _path),
+        endpoints=_zmq_endpoints(m.get("endpoints"), where.at("endpoints")))
+
+
+def _zmq_endpoints(value: object, where: Where) -> tuple[str, ...]:
+    found: list[str] = []
+    for i, ep in enumerate(items(value, where, "ZeroMQ endpoints")):
+        if _zmq_endpoint(ep, where.at(i)) in found:
+            raise where.at(i).error(f"{ep} is listed twice")
+        found.append(ep)
+    return tuple(found)
 
 
 def _zmq_endpoint(value: object, where: Where) -> str:

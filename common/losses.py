@@ -61,6 +61,9 @@ class Loss(enum.Enum):
     THREAD_STATE = ("thread_state", _L, _K, "no per-thread storage for a call")
     COLLECTOR_OUTBOX = ("collector_outbox", _L, _C,
                         "events of messages the full collector outbox refused")
+    FAILOVER = ("failover", _L, _C,
+                "events handed to an aggregator in its last 3 s before its connection "
+                "dropped (possibly lost, an upper bound: collector/links.py)")
     COLLECTOR_OTHER = ("collector_other", _L, _C,
                        "losses a collector reported under a name not known here")
     ATTACH = ("attach_errors", _E, _C, "uprobes the kernel refused to attach")

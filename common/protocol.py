@@ -22,7 +22,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class MsgKind(enum.IntEnum):
-    HELLO = 1       # body: {"pid", "version"}
+    HELLO = 1       # body: {"pid", "version"}, or after a move {"pid", "resync", "lost",
+                    # "stats"} (docs/protocol.md, "Several aggregators")
     EVENTS = 2      # body: {"events": [raw ring-buffer record, ...]}
     HEARTBEAT = 3   # body: {"stats": {name: int}, "lost": {source: int}}
     PROCESS = 4     # body: {"pid", "comm", "exe", "cmdline", "target", "labels"[, "cgroup",
@@ -82,12 +83,12 @@ def _check_body(kind: MsgKind, body: dict) -> None:
         evs = body.get("events")
         if not isinstance(evs, list) or not all(isinstance(e, bytes) for e in evs):
             raise ProtocolError("EVENTS body needs a list of byte strings")
-    elif kind is MsgKind.HEARTBEAT:
+    elif kind is MsgKind.HEARTBEAT or (kind is MsgKind.HELLO and body.get("resync")):
         for key in ("stats", "lost"):
             d = body.get(key)
             if not isinstance(d, dict) or not all(isinstance(k, str) and _is_int(v)
                                                   for k, v in d.items()):
-                raise ProtocolError(f"HEARTBEAT body needs a {key!r} map of counters")
+                raise ProtocolError(f"{kind.name} body needs a {key!r} map of counters")
     elif kind is MsgKind.PROCESS:
         if not _is_int(body.get("pid")):
             raise ProtocolError("PROCESS body needs an integer pid")

@@ -30,7 +30,8 @@ SERVICE_USER = "s3slower"       # the aggregator drops root to become this user
 class CollectorSettings:
     """What only flags tell the collector."""
     bind: Optional[str] = None              # endpoint to bind ...
-    connect: Optional[str] = None           # ... or connect to (default transport.endpoint)
+    connects: tuple[str, ...] = ()          # ... or connect to (default transport.endpoints,
+                                            # or .endpoint); several: collector/links.py
     hostname: Optional[str] = None          # the records' host name (None: this host's)
     insecure: bool = False                  # plain TCP without CurveZMQ
     pids: tuple[int, ...] = ()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Tools the deployment tests (tests/test_deploy_*.py) need: systemd-analyze,
 # systemd-nspawn and debootstrap (boot test), rpm/rpmbuild (make rpm), the
-# Python build tools (make deb/rpm) and promtool.  Idempotent and quiet.
+# Python build tools (make deb/rpm) and promtool (and the Prometheus server of
+# tests/test_e2e_fleet_failover.py).  Idempotent and quiet.
 #
-# promtool ships in Debian's `prometheus` package.  Installing that package
+# promtool and the server ship in Debian's `prometheus` package.  Installing that package
 # would also start a Prometheus server (its init script runs where systemd is
 # not PID 1), so the package is only unpacked, into PROMTOOL_DIR; the tests
 # look for promtool on PATH first, then there.

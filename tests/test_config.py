@@ -147,6 +147,8 @@ def test_go_readme_config_block_is_accepted(tmp_path):
     ("otlp: {object_key: true}", "otlp.object_key", True),
     ("otlp: {max_queued_spans: 1}", "otlp.max_queued_spans", 1),
     ("otlp: {metrics_interval: 0.5}", "otlp.metrics_interval", 0.5),
+    ("transport: {endpoints: ['tcp://a1:5556', 'tcp://a2:5556']}", "transport.endpoints",
+     ("tcp://a1:5556", "tcp://a2:5556")),
 ])
 def test_every_key_is_accepted_with_its_meaning(tmp_path, text, attribute, expected):
     value = load_config(write(tmp_path, text + "\n"))
@@ -290,6 +292,12 @@ def test_packaging_example_shows_every_key_and_is_the_defaults():
      "must be a ZeroMQ endpoint tcp://HOST:PORT or ipc://PATH"),
     ("transport: {curve_secret_key: 1}", "transport.curve_secret_key", "must be a file path"),
     ("output: tabel", "output", "must be one of table, simple, json, top, none, got 'tabel'"),
+    ("transport: {endpoints: 'tcp://a:1'}", "transport.endpoints",
+     "must be a list of ZeroMQ endpoints, got 'tcp://a:1'"),
+    ("transport: {endpoints: ['tcp://a:1', 'a:2']}", "transport.endpoints[1]",
+     "must be a ZeroMQ endpoint tcp://HOST:PORT or ipc://PATH"),
+    ("transport: {endpoints: ['tcp://a:1', 'tcp://a:1']}", "transport.endpoints[1]",
+     "tcp://a:1 is listed twice"),
     # out of range
     ("interval: 0", "interval", "must be a number greater than 0"),
     ("interval: -1", "interval", "greater than 0"),

@@ -165,3 +165,34 @@ def test_exported_names_are_what_the_exporter_declares():
     MultipartMetrics(registry)
     declared = families_from_exposition(generate_latest(registry).decode())
     assert declared == EXPORTED_METRICS
+
+
+FLEET_AGGREGATION = re.compile(
+    r"^(time\(\) - |histogram_quantile\([0-9.]+, )?(sum|max|min)( by \(([a-z0-9_, ]*)\))? ?\(")
+
+
+def test_dashboard_panels_aggregate_across_aggregators():
+    """A fleet has several aggregators (docs/scaling.md): every panel sums or
+    takes the max/min over them, by labels that never name the aggregator."""
+    dash = json.loads(DASHBOARD.read_text())
+    targets = [t for p in dash["panels"] for t in p.get("targets", ())]
+    assert targets
+    for t in targets:
+        m = FLEET_AGGREGATION.match(t["expr"])
+        assert m, t["expr"]
+        assert "instance" not in t["expr"] and "instance" not in t.get("legendFormat", "")
+        assert "instance" not in (m.group(4) or "")
+
+
+def test_rules_aggregate_across_aggregators():
+    """No recording rule keeps per-aggregator series of the requests; the
+    collector alerts take the max over aggregators."""
+    import yaml
+    groups = yaml.safe_load((MONITORING / "s3slower.rules.yml").read_text())["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    for r in rules:
+        expr = " ".join(r["expr"].split())
+        if "s3slower_request" in expr or "s3slower_time_to_first_byte" in expr:
+            assert "instance" not in expr, r
+        if "s3slower_collector" in expr:
+            assert "max by (hostname)" in expr, r

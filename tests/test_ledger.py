@@ -16,6 +16,7 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import wait_until
 from s3slower import launch, reasons
 from s3slower.aggregator import pipeline as pipeline_mod
 from s3slower.aggregator.auth import ZAP_ENDPOINT, KeyAuthenticator
@@ -184,13 +185,14 @@ class _NoWarmFinder(LibraryFinder):
         return []
 
 
-def _collector_heartbeat(h: Harness, probes, feed=None) -> dict:
+def _collector_heartbeat(h: Harness, probes, feed=None,
+                         endpoint="inproc://ledger-no-peer") -> dict:
     """A real Collector and Publisher (recording what it publishes; no peer, so
     nothing is sent) beat once; the recording goes to the aggregator.  Returns
     the collector's stop summary.  `probes`: an object, or a factory of one."""
     tape = io.BytesIO()
     tape.close = lambda: None                     # read back after the publisher closes
-    pub = Publisher(zmq.Context.instance(), "inproc://ledger-no-peer", bind=False,
+    pub = Publisher(zmq.Context.instance(), endpoint, bind=False,
                     hostname="c1", wall_offset_ns=0, record_to=tape, max_bytes=4096)
     factory = probes if callable(probes) else (lambda cb: probes)
     col = Collector(factory, pub, Selection(), finder=_NoWarmFinder())
@@ -247,6 +249,32 @@ def _outbox(h, loss):
         col._send_batch()
     assert _collector_heartbeat(h, _Probes({}), overflow)["lost"][loss.label] == 1
     return 1
+
+
+@feeds(Loss.FAILOVER)
+def _failover(h, loss):
+    """Two aggregators' sockets; the one in use takes a batch and goes away."""
+    ctx = zmq.Context.instance()
+    pulls = [ctx.socket(zmq.PULL) for _ in range(2)]
+    ports = [p.bind_to_random_port("tcp://127.0.0.1") for p in pulls]
+
+    def drop(col):
+        pub = col.publisher
+        for _ in range(2):
+            col._on_record(encode_event(data(1, True, GET)))
+        col._send_batch()
+        used = pulls[ports.index(int(pub.links.current.rsplit(":", 1)[1]))]
+        wait_until(lambda: pub.flush() or used.poll(50), 10, "the batch")
+        used.close(0)
+        wait_until(lambda: pub.flush() or pub.unconfirmed_events(), 10, "the drop")
+    try:
+        summary = _collector_heartbeat(h, _Probes({}), drop,
+                                       [f"tcp://127.0.0.1:{p}" for p in ports])
+    finally:
+        for p in pulls:
+            p.close(0)
+    assert summary["lost"][loss.label] == 2
+    return 2
 
 
 @feeds(Loss.COLLECTOR_OTHER)

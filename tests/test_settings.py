@@ -157,6 +157,8 @@ def test_each_half_takes_its_own_flags(tmp_path):
                                                pids=(7,), watch=("mc,warp", "rclone"),
                                                mode="http", buffer_mb=3)
     assert s.aggregator == st.AggregatorSettings()
+    s2, _ = settings("collector", config, ["--connect", "tcp://a:1", "--connect", "tcp://b:1"])
+    assert s2.collector.connects == ("tcp://a:1", "tcp://b:1")
     sel = s.selection(None)
     assert sel.pids == {7} and [t.value for t in sel.targets] == ["mc", "warp", "rclone"]
     s, _ = settings("attach", config, ["--mode", "go"])
@@ -185,7 +187,7 @@ def everything_set() -> st.Settings:
     return st.Settings(
         config=config, file=Config(min_latency_ms=9.5), pinned=frozenset({"a", "b.c"}),
         config_path="/etc/x.yaml",
-        collector=st.CollectorSettings("ipc:///b", "tcp://c:1", "h", True, (1, 2), ("mc",),
+        collector=st.CollectorSettings("ipc:///b", ("tcp://c:1", "tcp://d:1"), "h", True, (1, 2), ("mc",),
                                        "go", False, 10, 20, "/r", 4),
         aggregator=st.AggregatorSettings(("ipc:///x",), ("tcp://*:1",), True, "u", True,
                                          "/replay", True, 42))
@@ -240,3 +242,29 @@ def test_run_hands_its_child_its_settings_through_the_real_command_line(tmp_path
     assert child.config.output == "simple" and child.pinned == s.pinned
     assert child.config.log.dir == str(tmp_path / "logs")        # the file's: absolute already
     assert child.config_path == str(config) and child.collector == s.collector
+
+
+def _collector_says(tmp_path, text: str, args: list[str]) -> str:
+    import os
+    import subprocess
+    import sys
+    config = tmp_path / "s3slower.yaml"
+    config.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "s3slower", "collector", "-C", str(config),
+                        *args], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=str(Path(cli.__file__).parent.parent)))
+    assert r.returncode != 0, r.stderr
+    return r.stderr.splitlines()[-1]
+
+
+def test_the_collector_connects_to_the_files_endpoints_unless_told(tmp_path):
+    text = "transport: {endpoint: 'tcp://127.0.0.1:9', endpoints: ['tcp://127.0.0.1:7']}\n"
+    assert "tcp://127.0.0.1:7 is a network endpoint" in _collector_says(tmp_path, text, [])
+    err = _collector_says(tmp_path, text, ["--connect", "tcp://127.0.0.1:8"])
+    assert "tcp://127.0.0.1:8 is a network endpoint" in err
+
+
+def test_an_aggregator_given_twice_is_one_clear_error(tmp_path):
+    err = _collector_says(tmp_path, "", ["--connect", "tcp://127.0.0.1:8", "--connect",
+                                         "tcp://127.0.0.1:8", "--insecure"])
+    assert err == "Error: an aggregator endpoint is given twice to --connect"
