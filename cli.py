@@ -210,6 +210,8 @@ def _output_options(f):
                      default=D.otlp.protocol, show_default=True, help="OTLP transport."),
         click.option("--otlp-object-key", is_flag=True,
                      help="Spans carry the object key (aws.s3.key)."),
+        click.option("--client-label", is_flag=True,
+                     help="Add a client label (boto3, aws-cli, ...) to the request metrics."),
         click.option("--max-url-length", type=click.IntRange(min=8),
                      default=D.screen.max_url_length, show_default=True,
                      help="KEY column truncation length."),

@@ -26,7 +26,8 @@ def build(settings: Settings, subscriber: Optional[Subscriber],
         log_max_backups=c.log.max_backups, prometheus=c.prometheus.enabled,
         prom_host=c.prometheus.prom_exporter_host, prom_port=c.prometheus.prom_exporter_port,
         extra_label_keys=extra_label_keys, max_buckets=c.max_buckets,
-        container_label=c.container_label, interval_s=c.interval, otlp=c.otlp)
+        container_label=c.container_label, client_label=c.client_label,
+        interval_s=c.interval, otlp=c.otlp)
     refused = [lambda: {Loss.COLLECTORS_REFUSED: subscriber.refused()}] if subscriber else []
     outputs = build_outputs(opts, refused)
     pipeline = Pipeline(path_style_hosts=frozenset(c.path_style_endpoints),

@@ -31,8 +31,11 @@ from s3slower.aggregator import multipart, redact, s3ops
 from s3slower.aggregator.containers import Container
 from s3slower.aggregator.http1 import Chunk, End, Head, Lost, Parser, Progress
 from s3slower.aggregator.records import Record
+from s3slower.aggregator.regions import region_of
+from s3slower.aggregator.useragent import client_of
 from s3slower.common.events import Source
 
+_NO_HEADERS: Mapping[str, str] = {}
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.\-_]{1,64})</Code>")
 # A 2xx answer may still be an error (CompleteMultipartUpload's, S3 docs)
 _ERROR_ROOT = re.compile(rb"\s*(?:<\?xml[^>]{0,200}\?>\s*)?<Error>")
@@ -55,6 +58,7 @@ class _Pending:
     tid: int
     start_wall_ns: int
     request_size: int = -1          # -1 while the body is still being sent
+    request_end_ns: int = 0         # the return of the call with its last byte
     response: Optional[Head] = None
 
 
@@ -98,6 +102,7 @@ class Connection:
         p = self.pending
         if kind is End and p is not None and p.request_size < 0:
             p.request_size = _request_body_size(p.head, ev)
+            p.request_end_ns = ev.end_ns
 
     def _on_response(self, ev, out: list[Record]) -> None:
         kind = type(ev)
@@ -180,6 +185,10 @@ class Connection:
             error_code = m.group(1).decode() if m else ""
         upload_id, part = multipart.upload_id(s3.operation, h.target,
                                               end.body_prefix if end else b"")
+        hh = h.headers
+        client, client_version = client_of(hh.get("user-agent", ""),
+                                           hh.get("x-amz-user-agent", ""))
+        rh = resp.headers if resp else _NO_HEADERS
         return Record(
             start_wall_ns=p.start_wall_ns, hostname=self.peer.hostname,
             pid=self.peer.pid, tid=p.tid, comm=self.peer.comm, method=h.method,
@@ -190,7 +199,12 @@ class Connection:
             ttfb_ns=max(ttfb, 0), latency_ns=max(latency, 0),
             tls=_tls_name(h.source), complete=complete, labels=self.peer.labels,
             container=self.peer.container, why_incomplete=why, upload_id=upload_id,
-            part_number=part)
+            part_number=part,
+            client=client, client_version=client_version,
+            request_id=rh.get("x-amzn-requestid") or rh.get("x-amz-request-id", ""),
+            extended_request_id=rh.get("x-amz-id-2", ""),
+            region=region_of(rh.get("x-amz-bucket-region", ""), host),
+            send_ns=max(p.request_end_ns - start, 0) if p.request_end_ns else 0)
 
 
 def _tls_name(source: int) -> str:

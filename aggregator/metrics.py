@@ -5,7 +5,8 @@ Invariants
 * Every label is bounded (STYLE habit 8).  Each label of the request series takes
   at most a named number of distinct values, `__other__` included: the bucket
   label `max_buckets`, the hostname MAX_HOSTNAMES, every other one
-  MAX_LABEL_VALUES, the optional `container_id` MAX_CONTAINER_VALUES.  A value
+  MAX_LABEL_VALUES, the optional `container_id` MAX_CONTAINER_VALUES and
+  `client` (aggregator/useragent.py's names, `client_label`).  A value
   beyond its cap is exported as `__other__` and counted in
   `s3slower_label_overflow_total{label}`.  Whole label sets are
   capped at MAX_LABEL_SETS the same way.
@@ -51,10 +52,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from s3slower.aggregator.ledger import EMPTY, LedgerCollector, Snapshot, health_detail
 from s3slower.aggregator.records import Record
+from s3slower.aggregator.useragent import CLIENTS
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 BASE_LABELS = ("hostname", "comm", "s3_operation", "bucket", "endpoint")
 CONTAINER_LABEL = "container_id"    # optional, off: the Go tool's label set
+CLIENT_LABEL = "client"             # optional, off, bounded by useragent.CLIENTS
 OTHER = "__other__"
 MULTIPART_OPERATIONS = frozenset({
     "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
@@ -128,16 +131,17 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, *,
                  extra_label_keys: tuple[str, ...] = (), max_buckets: int = 1000,
                  interval_s: float = 5.0, series_ttl_s: float = DEFAULT_SERIES_TTL_S,
-                 container_label: bool = False):
+                 container_label: bool = False, client_label: bool = False):
         self.extra_label_keys = tuple(extra_label_keys)
-        self.container_label = container_label
-        optional = (CONTAINER_LABEL,) if container_label else ()
-        self.label_names = BASE_LABELS + self.extra_label_keys + optional
+        self.container_label, self.client_label = container_label, client_label
+        optional = {CONTAINER_LABEL: MAX_CONTAINER_VALUES} if container_label else {}
+        optional.update({CLIENT_LABEL: len(CLIENTS) + 1} if client_label else {})
+        self.label_names = BASE_LABELS + self.extra_label_keys + tuple(optional)
         self.interval_s = interval_s
         self.series_ttl_s = series_ttl_s
         limits = {"hostname": MAX_HOSTNAMES, "bucket": max_buckets}
         caps = [limits.get(n, MAX_LABEL_VALUES) for n in BASE_LABELS + self.extra_label_keys]
-        self._caps = [_ValueCap(n) for n in caps + [MAX_CONTAINER_VALUES] * len(optional)]
+        self._caps = [_ValueCap(n) for n in caps + list(optional.values())]
         self._define(registry)
         self._sets: dict[tuple[str, ...], float] = {}     # label set -> last seen (s)
         self._kids: dict[tuple[str, ...], _Children] = {}
@@ -231,6 +235,8 @@ class Metrics:
             tuple(str(rec.labels.get(k, "")) for k in self.extra_label_keys)
         if self.container_label:
             raw += (rec.container_id,)
+        if self.client_label:
+            raw += (rec.client,)
         if raw in self._sets:
             return raw
         ls = tuple(self._admit(name, cap, v)

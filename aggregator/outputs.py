@@ -37,6 +37,7 @@ class OutputOptions:
     extra_label_keys: tuple[str, ...] = ()
     max_buckets: int = _D.max_buckets
     container_label: bool = _D.container_label
+    client_label: bool = _D.client_label
     interval_s: float = _D.interval
     otlp: OtlpConfig = _D.otlp
 
@@ -84,12 +85,17 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         from s3slower.aggregator.metrics import Metrics, MetricsSink
         from s3slower.aggregator.metrics_server import serve
         from s3slower.aggregator.multipart_out import MultipartMetrics
+        from s3slower.aggregator.throughput import OVERFLOW_LABEL, ThroughputMetrics
         registry = CollectorRegistry(auto_describe=True)
         out.metrics = Metrics(registry, extra_label_keys=opts.extra_label_keys,
                               max_buckets=opts.max_buckets, interval_s=opts.interval_s,
-                              container_label=opts.container_label)
+                              container_label=opts.container_label,
+                              client_label=opts.client_label)
         sink = MetricsSink(out.metrics, registry)
         out.sinks.append(sink)
+        out.sinks.append(ThroughputMetrics(
+            registry, out.metrics.overflow.labels(OVERFLOW_LABEL).inc,
+            client_label=opts.client_label, series_ttl_s=out.metrics.series_ttl_s))
         out.sinks.append(OpaqueMetrics(registry))
         out.sinks.append(MultipartMetrics(registry, extra_label_keys=opts.extra_label_keys,
                                           container_label=opts.container_label))

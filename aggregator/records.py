@@ -1,7 +1,8 @@
 """The S3 request record: what every output (json, table, log, metrics) shows.
 
 SPEC §6 names the JSON keys; `to_json_dict` is the single place that spells
-them, and `to_json` the single place that writes a record as JSON text (the
+them (keys after `labels` were added later: size, client, request ids,
+region), and `to_json` the single place that writes a record as JSON text (the
 terminal's `--output json`, the log file); `--output simple` reads the dict.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from s3slower.aggregator.containers import Container
+from s3slower.aggregator.sizes import size_class
 
 
 # slots, not frozen: a frozen dataclass's __init__ costs ~1 µs more per
@@ -42,6 +44,12 @@ class Record:
     why_incomplete: str = ""    # what ended it, when not complete (--debug only)
     upload_id: str = ""         # a multipart upload's (aggregator/multipart.py), not output
     part_number: int = 0        # UploadPart's, UploadPartCopy's
+    client: str = ""            # aggregator/useragent.py's name, "other" when unknown
+    client_version: str = ""
+    request_id: str = ""        # x-amz-request-id (x-amzn-requestid first, as botocore)
+    extended_request_id: str = ""   # x-amz-id-2 of the response
+    region: str = ""            # aggregator/regions.py, "" when not known
+    send_ns: int = 0            # the request's last byte - start (0: not sent whole)
 
     @property
     def is_error(self) -> bool:
@@ -54,6 +62,10 @@ class Record:
     @property
     def ttfb_ms(self) -> float:
         return self.ttfb_ns / 1e6
+
+    @property
+    def size_class(self) -> str:
+        return size_class(self.request_size + self.response_size)
 
     @property
     def container_id(self) -> str:
@@ -84,6 +96,12 @@ class Record:
             "tls": self.tls,
             "complete": self.complete,
             "labels": dict(self.labels),
+            "size_class": self.size_class,
+            "client": self.client,
+            "client_version": self.client_version,
+            "request_id": self.request_id,
+            "extended_request_id": self.extended_request_id,
+            "region": self.region,
         }
         if self.container is not None:
             d.update(self.container.json_keys())

@@ -274,7 +274,9 @@ class SimpleRenderer:
                   ("endpoint", d["endpoint"]), ("status", d["status_code"]),
                   ("error", d["error_code"]), ("req_bytes", d["request_size"]),
                   ("resp_bytes", d["response_size"]), ("ttfb_ms", d["ttfb_ms"]),
-                  ("latency_ms", d["latency_ms"]), ("complete", d["complete"])]
+                  ("latency_ms", d["latency_ms"]), ("complete", d["complete"]),
+                  ("request_id", d["request_id"]), ("id2", d["extended_request_id"]),
+                  ("region", d["region"])]
         return [d["timestamp"] + " " + " ".join(f"{k}={_value(v)}" for k, v in fields)]
 
     def status(self, snap: StatusSnapshot) -> list[str]:

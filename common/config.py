@@ -111,6 +111,7 @@ class Config:
     container_label: bool = False           # container_id metric label (docs/containers.md)
     otlp: OtlpConfig = OtlpConfig()         # OpenTelemetry export (common/otlpconfig.py)
     multipart_idle_s: float = 300.0         # an upload with no request this long: abandoned
+    client_label: bool = False              # client metric label (aggregator/useragent.py)
 
 
 def _known(cls: type) -> tuple[str, ...]:
@@ -146,7 +147,8 @@ def parse_config(data: object, source: str) -> Config:
         container_label=_opt(top, "container_label", d.container_label, where, boolean),
         otlp=parse_otlp(top.get("otlp"), where.at("otlp")),
         multipart_idle_s=_opt(top, "multipart_idle_s", d.multipart_idle_s, where,
-                              lambda v, w: number(v, w, 0, MAX_MULTIPART_IDLE_S, above=True)))
+                              lambda v, w: number(v, w, 0, MAX_MULTIPART_IDLE_S, above=True)),
+        client_label=_opt(top, "client_label", d.client_label, where, boolean))
 
 
 def _opt(m: Mapping[str, Any], key: str, default: Any, where: Where, check) -> Any:

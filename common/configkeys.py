@@ -23,6 +23,7 @@ FLAG_KEYS = {
     "log_dir": "log.dir", "log_max_size": "log.max_size_mb",
     "log_max_backups": "log.max_backups", "no_log": "log.enabled",
     "max_buckets": "max_buckets", "container_label": "container_label",
+    "client_label": "client_label",
     "path_style_endpoints": "path_style_endpoints",
     "targets_file": "targets_file", "curve_secret_key": "transport.curve_secret_key",
     "curve_server_key": "transport.curve_server_key",

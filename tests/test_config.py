@@ -129,6 +129,7 @@ def test_go_readme_config_block_is_accepted(tmp_path):
     ("max_buckets: 50", "max_buckets", 50),
     ("container_label: true", "container_label", True),
     ("multipart_idle_s: 2.5", "multipart_idle_s", 2.5),
+    ("client_label: true", "client_label", True),
     ("transport: {endpoint: 'tcp://agg.example.com:5556'}", "transport.endpoint",
      "tcp://agg.example.com:5556"),
     ("transport: {curve_secret_key: /k/c.key_secret}", "transport.curve_secret_key",
@@ -328,6 +329,7 @@ def test_packaging_example_shows_every_key_and_is_the_defaults():
     ("multipart_idle_s: 0", "multipart_idle_s", "a number greater than 0"),
     ("multipart_idle_s: 1e9", "multipart_idle_s", "at most 604800"),
     ("multipart_idle_s: soon", "multipart_idle_s", "got 'soon'"),
+    ("client_label: yes please", "client_label", "true or false"),
     # contradiction between the Go key and the new one
     ("output: table\nscreen: {table_format: false}", "screen.table_format",
      "is false but output is table"),
@@ -492,7 +494,7 @@ def test_default_map_of_defaults():
         "max_url_length": 50, "prometheus": False, "host": "::", "port": 9000,
         "prom_buffer_size": None, "log_dir": "/var/log/s3slower", "log_max_size": 100,
         "log_max_backups": 5, "no_log": False, "max_buckets": 1000, "container_label": False,
-        "path_style_endpoints": (), "otlp": False, "otlp_endpoint": None,
+        "client_label": False, "path_style_endpoints": (), "otlp": False, "otlp_endpoint": None,
         "otlp_protocol": "http/protobuf", "otlp_object_key": False,
     }
 
@@ -512,6 +514,7 @@ def test_default_map_carries_every_file_value(tmp_path):
         max_buckets: 10
         container_label: true
         otlp: {enabled: true, endpoint: 'http://otel:4317', protocol: grpc, object_key: true}
+        client_label: true
         transport: {endpoint: 'tcp://a:5556', curve_secret_key: /k/a.key_secret,
                     curve_server_key: /k/s.key, allowed_keys_dir: /k/ok}
         """
@@ -520,7 +523,8 @@ def test_default_map_carries_every_file_value(tmp_path):
         "max_url_length": 30, "prometheus": True, "host": "0.0.0.0", "port": 9100,
         "prom_buffer_size": 10, "log_dir": "/srv/log", "log_max_size": 3,
         "log_max_backups": 2, "no_log": True, "max_buckets": 10, "container_label": True,
-        "path_style_endpoints": ("minio.lan",), "targets_file": "/etc/s3slower/targets.yml",
+        "client_label": True, "path_style_endpoints": ("minio.lan",),
+        "targets_file": "/etc/s3slower/targets.yml",
         "curve_secret_key": "/k/a.key_secret", "curve_server_key": "/k/s.key",
         "allowed_keys": "/k/ok", "otlp": True, "otlp_endpoint": "http://otel:4317",
         "otlp_protocol": "grpc", "otlp_object_key": True,

@@ -45,6 +45,7 @@ CASES = {
     "otlp_endpoint": ("otlp: {endpoint: 'http://file:4318'}", "http://file:4318",
                       ["--otlp-endpoint", "https://flag:4318"], "https://flag:4318"),
     "otlp_protocol": ("otlp: {protocol: grpc}", "grpc", ["--otlp-protocol", "grpc"], "grpc"),
+    "client_label": ("client_label: true", True, ["--client-label"], True),
 }
 KEY_FILES = {   # parameter -> (file key, the path's name): the option wants it to exist
     "curve_secret_key": ("curve_secret_key", "c.key_secret"),

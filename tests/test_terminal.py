@@ -151,6 +151,11 @@ def test_simple_and_json_outputs():
     assert "\n" not in line and line.startswith("2023-11-14T22:13:20.123000Z ")
     assert 'key="a key with spaces"' in line and "status=404" in line
     assert "error=NoSuchKey" in line and "op=GetObject" in line
+    assert line.endswith(' request_id="" id2="" region=""')
+    (ids,) = SimpleRenderer().render(rec(request_id="4442587FB7D0A2F9", region="eu-west-1",
+                                         extended_request_id="vlR7PnpV2Ce81l0PRw6jlUpck7Jo="))
+    assert ids.endswith(' request_id=4442587FB7D0A2F9 id2="vlR7PnpV2Ce81l0PRw6jlUpck7Jo="'
+                        ' region=eu-west-1')
     (evil,) = SimpleRenderer().render(ODD_RECORDS[6])
     assert "\x1b" not in evil and "\n" not in evil
     (js,) = JsonRenderer().render(r)
