@@ -196,9 +196,12 @@ def run_aggregator(settings: Settings) -> None:
     endpoints = list(a.connects or binds)
     curve = aggregator_curve(endpoints, t.curve_secret_key, t.allowed_keys_dir, a.insecure)
     extra_labels = label_keys(load_targets(settings.config.targets_file))
-    if settings.config.container_label and "container_id" in extra_labels:
-        raise click.UsageError("a target's prom_labels key container_id collides with "
-                               "--container-label; rename that key")
+    c = settings.config
+    for key, flag, on in (("container_id", "--container-label", c.container_label),
+                          ("client", "--client-label", c.client_label)):
+        if on and key in extra_labels:
+            raise click.UsageError(f"a target's prom_labels key {key} collides with {flag}; "
+                                   "rename that key")
     replay_file = open(a.replay_path, "rb") if a.replay_path else None   # before dropping root
     if settings.config.otlp.enabled:
         from s3slower.aggregator.otlp import load_exporters

@@ -1,7 +1,10 @@
 """A real boto3 client: the foundation's operations, each timed around the call.
 
 Usage: boto3_ops.py ENDPOINT BUCKET [CA_BUNDLE]
-Prints one JSON object: {"pid", "calls": [{"op", "key", "ms", "status", "size"}]}.
+Prints one JSON object: {"pid", "boto3", "calls": [{"op", "key", "ms", "status", "size",
+"request_id", "host_id"}]}: boto3's version, and per call the RequestId and HostId
+of its ResponseMetadata ("" when it has none).  S3S_BODY_SIZE: the object's size
+(default 200000).
 """
 import json
 import os
@@ -17,7 +20,7 @@ verify = sys.argv[3] if len(sys.argv) > 3 else None
 s3 = boto3.client("s3", endpoint_url=endpoint, verify=verify,
                   config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}))
 calls = []
-BODY = os.urandom(200_000)
+BODY = os.urandom(int(os.environ.get("S3S_BODY_SIZE", 200_000)))
 
 
 def timed(op, key, fn, size=None):
@@ -27,8 +30,9 @@ def timed(op, key, fn, size=None):
     except ClientError as e:
         out = e.response
     ms = (time.perf_counter() - t) * 1000
-    status = out["ResponseMetadata"]["HTTPStatusCode"]
-    calls.append({"op": op, "key": key, "ms": ms, "status": status, "size": size})
+    meta = out["ResponseMetadata"]
+    calls.append({"op": op, "key": key, "ms": ms, "status": meta["HTTPStatusCode"], "size": size,
+                  "request_id": meta.get("RequestId", ""), "host_id": meta.get("HostId", "")})
     return out
 
 
@@ -48,4 +52,5 @@ timed("ListObjectsV2", "", lambda: s3.list_objects_v2(Bucket=bucket))
 timed("GetObject", "missing", lambda: s3.get_object(Bucket=bucket, Key="missing"))
 timed("DeleteObject", "dir/obj 1.bin", lambda: s3.delete_object(Bucket=bucket, Key="dir/obj 1.bin"))
 timed("DeleteBucket", "", lambda: s3.delete_bucket(Bucket=bucket))
-print(json.dumps({"pid": os.getpid(), "body_size": len(BODY), "calls": calls}))
+print(json.dumps({"pid": os.getpid(), "boto3": boto3.__version__, "body_size": len(BODY),
+                  "calls": calls}))
