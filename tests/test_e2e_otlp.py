@@ -80,7 +80,8 @@ def test_each_request_is_a_span_and_a_histogram_count(tmp_path, moto_http, recei
             "process.pid": r["pid"], "thread.id": r["tid"],
             "process.executable.name": r["comm"],
             "http.request.body.size": r["request_size"],
-            "http.response.body.size": r["response_size"]}, where
+            "http.response.body.size": r["response_size"],
+            **({"aws.request_id": r["request_id"]} if r["request_id"] else {})}, where
         assert s["status"] == 0, where                                       # no error
     points = receiver.points(DURATION)
     by_op: dict[str, list[float]] = {}
