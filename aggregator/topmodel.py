@@ -58,8 +58,9 @@ class Grouping(enum.Enum):
 
 
 def _client(rec: Record) -> str:
-    """The record's `client` (User-Agent, issue 15.3) when it has one, else its comm."""
-    return getattr(rec, "client", "") or rec.comm
+    """The record's `client` (from its User-Agent) when one was recognised, else its comm."""
+    client = getattr(rec, "client", "")
+    return rec.comm if client in ("", "other") else client
 
 
 KEYS: dict[Grouping, Callable[[Record], tuple[str, ...]]] = {

@@ -98,15 +98,17 @@ def test_each_grouping_keys_its_rows():
     m.add(rec(bucket="", operation="ListBuckets", endpoint="", pid=2, comm="python3"), T0)
     fields = {f: getattr(rec(), f) for f in Record.__slots__}
     m.add(ClientRecord(**dict(fields, comm="python3", client="boto3")), T0)
+    m.add(ClientRecord(**dict(fields, pid=1, comm="aws", client="other")), T0)
     keys = {g: set(by_key(m.rows(g, Sort.NAME, T0))) for g in Grouping}
     assert keys[Grouping.BUCKET_OP] == {("a", "GetObject"), ("a", "PutObject"),
                                         ("-", "ListBuckets"), ("bucket", "GetObject")}
     assert keys[Grouping.ENDPOINT] == {("e1:9000",), ("-",), ("s3.local:9000",)}
     assert keys[Grouping.PROCESS] == {("1", "aws", "h1"), ("2", "python3", "h1"),
                                       ("4242", "python3", "h1")}
-    # client: the record's `client` when it has one, else its comm
+    # client: the record's `client` when one was recognised, else its comm
     assert keys[Grouping.CLIENT] == {("aws",), ("python3",), ("boto3",)}
-    assert by_key(m.rows(Grouping.CLIENT, Sort.NAME, T0))[("python3",)].requests == 2
+    clients = by_key(m.rows(Grouping.CLIENT, Sort.NAME, T0))
+    assert (clients[("python3",)].requests, clients[("aws",)].requests) == (2, 2)
 
 
 def test_sorting_largest_first_names_a_to_z_reverse_and_other_last():
