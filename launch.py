@@ -9,11 +9,9 @@ READY=1 on a private notify socket; only then does `run` say `s3slower: ready`.
 from __future__ import annotations
 
 import grp
-import importlib
 import json
 import logging
 import os
-import pkgutil
 import pwd
 import signal
 import socket
@@ -25,6 +23,7 @@ from typing import Callable, Optional
 
 import click
 
+from s3slower import preload
 from s3slower.common.settings import SERVICE_USER, AggregatorSettings, Settings
 from s3slower.common.settings import to_json as settings_json
 from s3slower.reload import aggregator_reloader, collector_reloader
@@ -37,16 +36,6 @@ CHILD_READY_TIMEOUT_S = 30
 CHILD_BYE_WAIT_S = 5
 CHILD_TERM_WAIT_S = 2
 CHILD_DONE = (0, -signal.SIGTERM)       # the child's statuses that are no failure
-
-# What the aggregator may import after it drops root: all of it, imported
-# while it can still read the checkout.  A clone in /root (mode 0700) is
-# unreadable to the service user, so a lazy import after the drop would fail.
-AGGREGATOR_PACKAGES = ("s3slower.aggregator", "s3slower.common")
-AGGREGATOR_MODULES = ("s3slower.reload", "s3slower.sdnotify", "s3slower.keys",
-                      "zmq.auth.thread")
-# ... but these, which import an optional extra: only when configured (OTLP's
-# packages; run_aggregator imports them, and a missing one is said there).
-OPTIONAL_MODULES = ("s3slower.aggregator.otlp",)
 
 
 class LaunchError(RuntimeError):
@@ -380,21 +369,10 @@ def _user_exists(name: str) -> bool:
         return False
 
 
-def preload_aggregator() -> None:
-    """Import every module the aggregator may need later (AGGREGATOR_PACKAGES)."""
-    for name in AGGREGATOR_MODULES:
-        importlib.import_module(name)
-    for package in AGGREGATOR_PACKAGES:
-        path = importlib.import_module(package).__path__
-        for info in pkgutil.iter_modules(path, package + "."):
-            if info.name not in OPTIONAL_MODULES:
-                importlib.import_module(info.name)
-
-
 def drop_privileges(user: str, allow_root: bool) -> None:
     if os.geteuid() != 0 or allow_root:
         return
-    preload_aggregator()
+    preload.preload_aggregator()
     try:
         pw = pwd.getpwnam(user)
     except KeyError:

@@ -21,7 +21,7 @@ Invariants
   sinks with `emit_opaque`, which this one has not.  The histogram, like the
   Prometheus one, observes complete requests only.
 * This module imports an optional extra (pip install 's3slower[otlp]'): the
-  aggregator imports it only when OTLP is on (launch.OPTIONAL_MODULES); a
+  aggregator imports it only when OTLP is on (preload.OPTIONAL_MODULES); a
   missing package is one line (OtlpUnavailable) naming what to install.
 """
 from __future__ import annotations

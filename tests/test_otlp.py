@@ -217,10 +217,10 @@ def _python(code: str, env_extra: dict | None = None) -> subprocess.CompletedPro
 def test_off_the_aggregator_imports_no_opentelemetry():
     r = _python("""
         import sys
-        from s3slower import launch
+        from s3slower import launch, preload
         from s3slower.aggregator.build import build
         from s3slower.common.settings import Settings
-        launch.preload_aggregator()
+        preload.preload_aggregator()
         agg, outputs = build(Settings(), None, ())
         outputs.close()
         print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
