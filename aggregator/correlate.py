@@ -16,6 +16,8 @@ Invariants:
     what keeps a lost response from being paired with the next request.
   * A response whose request was never seen (a mid-stream start) is dropped and
     counted in `unanswered`.
+  * A record still outstanding when its connection closed (the CLOSE event,
+    not an exit or an eviction) is marked `reset`.
   * An incomplete record's latency is the last activity seen on the connection
     minus its start: a lower bound of what the client waited; its response
     size is the body bytes seen so far, its request size 0 if it was still
@@ -27,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from s3slower.aggregator import multipart, redact, s3ops
+from s3slower.aggregator import multipart, redact, retries, s3ops
 from s3slower.aggregator.containers import Container
 from s3slower.aggregator.http1 import Chunk, End, Head, Lost, Parser, Progress
 from s3slower.aggregator.records import Record
@@ -76,6 +78,7 @@ class Connection:
         self.unanswered = 0             # responses to requests never seen
         self._answering = False         # the response in progress has a request
         self._received = 0              # body bytes of the response in progress so far
+        self._reset = False             # closing: the connection closed (not an exit, ...)
 
     def feed(self, egress: bool, chunk: Chunk, tid: int) -> list[Record]:
         self.last_seen_wall_ns = chunk.end_ns + self.offset
@@ -141,7 +144,10 @@ class Connection:
             return [self._done(None, self._ended_by(f"{timeout_ns / 1e9:g} s of silence"))]
         return []
 
-    def close(self, why: str = "the connection's close") -> list[Record]:
+    def close(self, why: str = "the connection's close", reset: bool = False) -> list[Record]:
+        """reset: the connection itself closed, so what it left outstanding was cut
+        off (Record.reset); not an exit or an eviction."""
+        self._reset = reset
         out: list[Record] = []
         for ev in self.parser.close():
             if not ev.is_request:   # a request cut short is recorded as still sending
@@ -204,7 +210,9 @@ class Connection:
             request_id=rh.get("x-amzn-requestid") or rh.get("x-amz-request-id", ""),
             extended_request_id=rh.get("x-amz-id-2", ""),
             region=region_of(rh.get("x-amz-bucket-region", ""), host),
-            send_ns=max(p.request_end_ns - start, 0) if p.request_end_ns else 0)
+            send_ns=max(p.request_end_ns - start, 0) if p.request_end_ns else 0,
+            attempt=retries.attempt_of(h.headers.get("amz-sdk-request", "")),
+            reset=self._reset and not complete)
 
 
 def _tls_name(source: int) -> str:

@@ -250,6 +250,10 @@ class Metrics:
                 return ls
         return self._create(ls)
 
+    def label_set(self, rec: Record) -> tuple[str, ...]:
+        """The record's label set, capped as the request series' (for other families)."""
+        return self._label_set(rec)
+
     def _admit(self, name: str, cap: _ValueCap, value: str) -> str:
         v = cap.admit(value)
         if v is OTHER and value != OTHER:

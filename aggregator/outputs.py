@@ -85,6 +85,7 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         from s3slower.aggregator.metrics import Metrics, MetricsSink
         from s3slower.aggregator.metrics_server import serve
         from s3slower.aggregator.multipart_out import MultipartMetrics
+        from s3slower.aggregator.retries_out import RetryMetrics
         from s3slower.aggregator.throughput import OVERFLOW_LABEL, ThroughputMetrics
         registry = CollectorRegistry(auto_describe=True)
         out.metrics = Metrics(registry, extra_label_keys=opts.extra_label_keys,
@@ -96,6 +97,7 @@ def build_outputs(opts: OutputOptions, extra_loss=()) -> Outputs:
         out.sinks.append(ThroughputMetrics(
             registry, out.metrics.overflow.labels(OVERFLOW_LABEL).inc,
             client_label=opts.client_label, series_ttl_s=out.metrics.series_ttl_s))
+        out.sinks.append(RetryMetrics(registry, out.metrics))
         out.sinks.append(OpaqueMetrics(registry))
         out.sinks.append(MultipartMetrics(registry, extra_label_keys=opts.extra_label_keys,
                                           container_label=opts.container_label))

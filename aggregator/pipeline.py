@@ -1,7 +1,8 @@
 """From wire messages to Records: collectors ▸ events ▸ connections (pure).
 
 `Pipeline.handle(msg, now_wall_ns)` and `Pipeline.tick(now_wall_ns)` return
-the records that became final; `handle` also returns the opaque TLS lines
+the records that became final (each given its `retry`, aggregator/
+retries.py, in the order they finish); `handle` also returns the opaque TLS lines
 (aggregator/opaque.py: `OpaqueTls`, for the sinks that take them), and both
 return the multipart upload lines that end (aggregator/multipart.py:
 `MultipartUpload`, after the records that end them; `tick`'s idle ones).
@@ -13,8 +14,8 @@ named bound.  An evicted connection's waiting requests are emitted incomplete.
 
 Ledger members counted here (common/losses.py, SPEC §4): transport
 (sequence gaps), malformed (records or messages that do not decode), the
-map-full drops (conn_, process_, address_, collector_, opaque_ and
-multipart_evicted), and from
+map-full drops (conn_, process_, address_, collector_, opaque_,
+multipart_ and retry_evicted), and from
 each connection its parser's and stitcher's counts (stream_gap, http_invalid,
 stream skipped bytes, superseded, unanswered); and, per collector, the totals
 its heartbeats report (Stage.reported members), folded in when it restarts
@@ -35,6 +36,7 @@ from s3slower.aggregator.http1 import Chunk
 from s3slower.aggregator.multipart import DEFAULT_IDLE_S, MultipartTracker
 from s3slower.aggregator.opaque import OpaqueTls, OpaqueTracker, Who
 from s3slower.aggregator.records import Record
+from s3slower.aggregator.retries import RetryTracker
 from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
 from s3slower.common.losses import Loss, from_heartbeat
 from s3slower.common.protocol import Message, MsgKind
@@ -119,6 +121,7 @@ class Pipeline:
         self._lost: collections.Counter[Loss] = collections.Counter()
         self._opaque = OpaqueTracker()
         self._multipart = MultipartTracker(int(multipart_idle_s * 1e9))
+        self._retries = RetryTracker()
         self._messages = self._events = self._records = self._errors = 0
 
     # -- messages ----------------------------------------------------------
@@ -199,7 +202,7 @@ class Pipeline:
                                 MAX_ADDRESSES) is not None:
                     self._count(Loss.ADDRESS_EVICTED, f"over {MAX_ADDRESSES} addresses")
             elif ev.kind == Kind.CLOSE:
-                out.extend(self._close(key, "the connection's close"))
+                out.extend(self._close(key, "the connection's close", reset=True))
                 self._addrs.pop(key, None)
             elif ev.kind == Kind.EXIT:
                 for k in list(self._by_pid.get((msg.instance, ev.pid), ())):
@@ -247,12 +250,12 @@ class Pipeline:
             out.extend(self._close(old_key, "the connection's eviction"))
         return conn
 
-    def _close(self, key: tuple, why: str) -> list[Record]:
+    def _close(self, key: tuple, why: str, reset: bool = False) -> list[Record]:
         conn = self._conns.pop(key, None)
         if conn is None:
             return []
         self._forget(key)
-        recs = self._finished(conn.close(why), key)
+        recs = self._finished(conn.close(why, reset), key)
         self._account(conn)
         return recs
 
@@ -273,8 +276,9 @@ class Pipeline:
     def _finished(self, recs: list[Record], key: tuple) -> list:
         self._records += len(recs)
         uploads: list = []
-        evicted = self._multipart.evicted
+        evicted, retry_evicted = self._multipart.evicted, self._retries.evicted
         for r in recs:
+            self._retries.feed(r)
             if r.is_error:
                 self._errors += 1
                 errorlog.explain(r, key[2])
@@ -284,6 +288,10 @@ class Pipeline:
             self._count(Loss.MULTIPART_EVICTED, f"over {self._multipart.max_open} open multipart "
                         "uploads or their parts, the least recently active forgotten",
                         self._multipart.evicted - evicted)
+        if self._retries.evicted > retry_evicted:
+            self._count(Loss.RETRY_EVICTED, f"over {self._retries.max_failed} failed requests "
+                        "awaiting a retry, the least recent forgotten",
+                        self._retries.evicted - retry_evicted)
         return recs + uploads if uploads else recs
 
     # -- time --------------------------------------------------------------
@@ -296,6 +304,7 @@ class Pipeline:
                 self._forget(key)
                 self._account(conn)
         out.extend(self._multipart.expire(now_wall_ns))
+        self._retries.expire(now_wall_ns)
         return out
 
     def statistics(self) -> PipelineStats:

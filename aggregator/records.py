@@ -2,7 +2,7 @@
 
 SPEC §6 names the JSON keys; `to_json_dict` is the single place that spells
 them (keys after `labels` were added later: size, client, request ids,
-region), and `to_json` the single place that writes a record as JSON text (the
+region, retry), and `to_json` the single place that writes a record as JSON text (the
 terminal's `--output json`, the log file); `--output simple` reads the dict.
 """
 from __future__ import annotations
@@ -50,6 +50,9 @@ class Record:
     extended_request_id: str = ""   # x-amz-id-2 of the response
     region: str = ""            # aggregator/regions.py, "" when not known
     send_ns: int = 0            # the request's last byte - start (0: not sent whole)
+    attempt: int = 0            # amz-sdk-request's attempt=N, 0 when not sent; not output
+    reset: bool = False         # incomplete: its connection closed with it outstanding
+    retry: int = 0              # 0: a first attempt (aggregator/retries.py)
 
     @property
     def is_error(self) -> bool:
@@ -102,6 +105,7 @@ class Record:
             "request_id": self.request_id,
             "extended_request_id": self.extended_request_id,
             "region": self.region,
+            "retry": self.retry,
         }
         if self.container is not None:
             d.update(self.container.json_keys())

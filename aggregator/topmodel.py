@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from s3slower.aggregator.records import Record
+from s3slower.aggregator.retries import is_throttle
 
 # 10 s: a p99 of a few requests a second still rests on dozens of samples,
 # and a change in latency shows within seconds.
@@ -38,11 +39,6 @@ MAX_GROUPS = 50
 BUCKETS_PER_DOUBLING = 8
 MAX_BUCKET = 45 * BUCKETS_PER_DOUBLING   # 2^45 ns ~ 9.8 hours: longer is "at least that"
 OTHER = ("other",)
-
-
-def is_throttle(rec: Record) -> bool:
-    """503 SlowDown (or any SlowDown code) and 429 Too Many Requests."""
-    return rec.status_code == 429 or rec.error_code == "SlowDown"
 
 
 class Grouping(enum.Enum):

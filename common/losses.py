@@ -84,6 +84,9 @@ class Loss(enum.Enum):
                       "opaque TLS connections forgotten over MAX_OPAQUE (a line lost)")
     MULTIPART_EVICTED = ("multipart_evicted", _L, _A,
                          "open multipart uploads forgotten over MAX_OPEN (a line lost)")
+    RETRY_EVICTED = ("retry_evicted", _L, _A,
+                     "failed requests forgotten over MAX_FAILED before their retry "
+                     "(that retry then taken as a first attempt)")
     STREAM_GAP = ("stream_gap", _L, _A, "messages or parts of them lost to framing loss")
     UNANSWERED = ("unanswered", _L, _A, "responses to requests never seen, dropped")
     HTTP_INVALID = ("http_invalid", _E, _A, "malformed heads, lengths and chunk lines")

@@ -44,6 +44,8 @@ EXPORTED_METRICS = {
     "s3slower_multipart_upload_duration_ms": "histogram",
     "s3slower_request_duration_by_size_ms": "histogram",
     "s3slower_transfer_rate_bytes_per_second": "histogram",
+    "s3slower_retries_total": "counter",
+    "s3slower_request_failures_total": "counter",
 }
 # A metric name in PromQL: s3slower_ then name characters, not a recorded
 # name (those have colons) nor part of a longer identifier.
@@ -163,10 +165,13 @@ def test_exported_names_are_what_the_exporter_declares():
     from s3slower.aggregator.metrics import Metrics, MetricsSink
     from s3slower.aggregator.multipart_out import MultipartMetrics
     from s3slower.aggregator.throughput import ThroughputMetrics
+    from s3slower.aggregator.retries_out import RetryMetrics
     registry = CollectorRegistry()
-    MetricsSink(Metrics(registry), registry)        # as build_outputs wires it
+    metrics = Metrics(registry)
+    MetricsSink(metrics, registry)        # as build_outputs wires it
     MultipartMetrics(registry)
     ThroughputMetrics(registry, lambda: None)
+    RetryMetrics(registry, metrics)
     declared = families_from_exposition(generate_latest(registry).decode())
     assert declared == EXPORTED_METRICS
 
