@@ -12,6 +12,12 @@ answers in tens of microseconds.  It speaks just enough S3 for boto3:
                          UPLOAD-<key> (tests/test_e2e_multipart.py: boto3's
                          multipart uploads on connections kept alive)
 
+Given `Faults` (tests/test_e2e_retries.py, in-process: `start`), a key whose
+name starts "slowdown<N>", "internal<N>" or "reset<N>" has the first N
+requests of each method to it answered 503 SlowDown, 500 InternalError (S3's
+XML error bodies; a HEAD's without one), or closed unanswered once their
+request was read; `Faults.served` counts what was done.
+
 One thread per connection, blocking sockets, keep-alive.  Loopback only.
 
     python -m bench.s3server --port 0 [--cert C --key K]   # prints "port N"
@@ -19,16 +25,54 @@ One thread per connection, blocking sockets, keep-alive.  Loopback only.
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import socket
 import ssl
 import sys
 import threading
+from typing import Callable
 
 _SIZE = re.compile(rb"-(\d+)(?:\?|$)")
 DEFAULT_SIZE = 1024
 MAX_HEAD = 64 * 1024
 _BODIES: dict[int, bytes] = {}
+_FAULT = re.compile(rb"/(slowdown|internal|reset)([0-9])[^/?]*(?:\?|$)")
+_ERRORS = {"slowdown": (b"503 Slow Down", b"SlowDown", b"Please reduce your request rate."),
+           "internal": (b"500 Internal Server Error", b"InternalError",
+                        b"We encountered an internal error. Please try again.")}
+
+
+class Faults:
+    """Which requests fail, and how many of each kind did (thread-safe)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen: collections.Counter[bytes] = collections.Counter()
+        self.served: collections.Counter[str] = collections.Counter()
+
+    def take(self, method: bytes, target: bytes) -> str:
+        """The fault this request gets ("slowdown", "internal", "reset"), or ""."""
+        m = _FAULT.search(target)
+        if m is None:
+            return ""
+        with self.lock:
+            path = method + b" " + target.split(b"?")[0]
+            self.seen[path] += 1
+            if self.seen[path] > int(m.group(2)):
+                return ""
+            kind = m.group(1).decode()
+            self.served[kind] += 1
+            return kind
+
+
+def error_answer(kind: str, method: bytes) -> bytes:
+    status, code, message = _ERRORS[kind]
+    xml = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>' + code + b"</Code><Message>"
+           + message + b"</Message><RequestId>bench</RequestId></Error>")
+    head = (b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\n"
+            b"x-amz-request-id: bench\r\nContent-Length: %d\r\n\r\n" % len(xml))
+    return head if method == b"HEAD" else head + xml
 
 
 def body_of(size: int) -> bytes:
@@ -79,7 +123,7 @@ class Conn:
             n -= k
 
 
-def handle(sock: socket.socket) -> None:
+def handle(sock: socket.socket, faults: Faults | None = None) -> None:
     c = Conn(sock)
     with sock:
         while True:
@@ -104,6 +148,12 @@ def handle(sock: socket.socket) -> None:
                     c.skip(size + 2)
             else:
                 c.skip(int(hdrs.get(b"content-length", b"0")))
+            fault = faults.take(method, target) if faults is not None else ""
+            if fault == "reset":
+                return
+            if fault:
+                sock.sendall(error_answer(fault, method))
+                continue
             common = b"x-amz-request-id: bench\r\nServer: s3bench\r\n"
             if method in (b"GET", b"HEAD"):
                 m = _SIZE.search(target)
@@ -145,19 +195,40 @@ def serve(port: int, cert: str | None, key: str | None) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
     print(f"port {ls.getsockname()[1]}", flush=True)
+    accept(ls, ctx)
 
+
+def accept(ls: socket.socket, ctx: ssl.SSLContext | None = None,
+           faults: Faults | None = None) -> None:
+    """Serve each connection of `ls` in a thread of its own, until ls is shut down."""
     def run(s):
         try:
             if ctx is not None:
                 s = ctx.wrap_socket(s, server_side=True)
-            handle(s)
+            handle(s, faults)
         except (OSError, ValueError, ConnectionError, ssl.SSLError):
             s.close()
 
     while True:
-        s, _ = ls.accept()
+        try:
+            s, _ = ls.accept()
+        except OSError:                 # shut down (start's stop)
+            return
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(target=run, args=(s,), daemon=True).start()
+
+
+def start(faults: Faults) -> tuple[int, Callable[[], None]]:
+    """A plain-HTTP server with faults in a thread of this process: (its port, stop)."""
+    ls = socket.create_server(("127.0.0.1", 0), backlog=128)
+    thread = threading.Thread(target=accept, args=(ls, None, faults), daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        ls.shutdown(socket.SHUT_RDWR)
+        thread.join(10)
+        ls.close()
+    return ls.getsockname()[1], stop
 
 
 def main(argv=None) -> None:

@@ -118,6 +118,18 @@ def test_promtool_rule_unit_tests():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_retries_and_throttles_have_panels_and_an_alert():
+    """Issue 15.4: throttles and retries on the dashboard, sustained throttling alerted."""
+    import yaml
+    text = " ".join(_queries(json.loads(DASHBOARD.read_text())))
+    assert 'rate(s3slower_request_failures_total{' in text
+    assert 'reason=~"slow_down|too_many_requests"' in text
+    assert "rate(s3slower_retries_total{" in text
+    groups = yaml.safe_load((MONITORING / "s3slower.rules.yml").read_text())["groups"]
+    (alert,) = [r for g in groups for r in g["rules"] if r.get("alert") == "S3slowerThrottled"]
+    assert "s3slower_throttles" in alert["expr"] and alert["for"] == "15m"
+
+
 def test_rules_name_only_exported_metrics():
     text = "\n".join(p.read_text() for p in MONITORING.glob("*.rules.yml"))
     used = set(METRIC_IN_QUERY.findall(text))
