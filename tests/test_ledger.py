@@ -368,7 +368,7 @@ def _retry_evicted(h, loss):
     h.agg.pipeline._retries.max_failed = 1
     for conn, key in ((1, b"k1"), (2, b"k2")):
         h.events(data(conn, True, b"GET /b/" + key + b" HTTP/1.1\r\nHost: s3.local\r\n\r\n"),
-                 data(conn, False, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"))
+                 data(conn, False, b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"))
     return 1
 
 
