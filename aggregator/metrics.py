@@ -202,7 +202,7 @@ class Metrics:
 
     # -- records -------------------------------------------------------------
     def observe(self, rec: Record) -> None:
-        ls = self._label_set(rec)
+        ls = self.label_set(rec)
         self._records += 1
         self._touched.add(ls)
         kids = self._kids[ls]
@@ -230,7 +230,7 @@ class Metrics:
         else:
             mm[0], mm[1] = min(mm[0], ms), max(mm[1], ms)
 
-    def _label_set(self, rec: Record) -> tuple[str, ...]:
+    def label_set(self, rec: Record) -> tuple[str, ...]:
         raw = (rec.hostname, rec.comm, rec.operation, rec.bucket, rec.endpoint) + \
             tuple(str(rec.labels.get(k, "")) for k in self.extra_label_keys)
         if self.container_label:
@@ -249,10 +249,6 @@ class Metrics:
             if ls in self._sets:
                 return ls
         return self._create(ls)
-
-    def label_set(self, rec: Record) -> tuple[str, ...]:
-        """The record's label set, capped as the request series' (for other families)."""
-        return self._label_set(rec)
 
     def _admit(self, name: str, cap: _ValueCap, value: str) -> str:
         v = cap.admit(value)
