@@ -116,7 +116,6 @@ def test_a_client_without_sdk_headers_by_the_heuristic(tracer, server):
     bucket = "plain-" + uuid.uuid4().hex[:8]
     p = subprocess.run([sys.executable, "-c", PLAIN_CLIENT, str(port), bucket],
                        capture_output=True, text=True, timeout=60, check=True)
-    assert p.returncode == 0
     assert dict(faults.served) == {"slowdown": 1}
     marker_arrives(tracer)
     recs = sorted((r for r in tracer.records() if r["bucket"] == bucket),
