@@ -5,8 +5,9 @@ Each socket is connected all the time, with ZMTP heartbeats (HEARTBEAT_IVL
 1 s, HEARTBEAT_TIMEOUT 3 s: libzmq PINGs the peer and drops a connection
 that sends nothing back for 3 s) and a socket monitor: a link is up from its
 handshake (ZMTP, and CURVE when configured: a refused key never comes up)
-until it disconnects.  Only the link in use is sent on; the others stay
-connected so that their health is known before hosts move to them or back.
+until it disconnects.  Only the link in use is sent on, and only while it
+is up; the others stay connected so that their health is known before hosts
+move to them or back.
 
 What ZeroMQ held for a link when its connection dropped is gone with it and
 ZeroMQ does not say how much: the events handed to that link in its last
@@ -43,16 +44,19 @@ WINDOW_SLOTS = HEARTBEAT_TIMEOUT_MS * 1_000_000 // SLOT_NS
 
 class Links:
     """`send` on the link in use; `poll` reads the monitors and moves (True
-    when it moved).  `make_socket(endpoint)` returns a connected PUSH socket."""
+    when it moved).  `make_socket()` returns a PUSH socket, not yet connected:
+    its monitor comes first, or a quick handshake is missed and the link never
+    seen up."""
 
-    def __init__(self, make_socket: Callable[[str], zmq.Socket], endpoints: Sequence[str],
+    def __init__(self, make_socket: Callable[[], zmq.Socket], endpoints: Sequence[str],
                  hostname: str, clock: Callable[[], int] = time.monotonic_ns):
         self.endpoints = tuple(endpoints)
         self.clock = clock
         self._socks, self._monitors = [], []
         for ep in self.endpoints:
-            sock = make_socket(ep)
+            sock = make_socket()
             self._monitors.append(sock.get_monitor_socket(_MONITORED))
+            sock.connect(ep)
             self._socks.append(sock)
         self._up_since: list[Optional[int]] = [None] * len(self.endpoints)
         self._recent: list[collections.deque] = [collections.deque() for _ in self.endpoints]
@@ -92,8 +96,13 @@ class Links:
         recent.clear()
 
     def send(self, frame: bytes, n_events: int) -> bool:
-        """Hand one frame to the link in use; False when it takes none now."""
+        """Hand one frame to the link in use; False when it takes none now.
+        None while its monitor says it is down: libzmq may still take frames
+        for the pipe of the connection that dropped, and lose them uncounted
+        (its failover count was taken at the drop); they wait in the outbox."""
         i = self.failover.current
+        if self._up_since[i] is None:
+            return False
         try:
             self._socks[i].send(frame, zmq.NOBLOCK)
         except zmq.Again:

@@ -71,15 +71,16 @@ class Publisher:
         self.links: Optional[Links] = None
         if len(endpoints) > 1:
             self.sock = None
-            self.links = Links(lambda ep: _connected(push_socket(ctx, curve, heartbeats=True),
-                                                     ep), endpoints, hostname, clock)
+            self.links = Links(lambda: push_socket(ctx, curve, heartbeats=True), endpoints,
+                               hostname, clock)
         elif bind:
             self.sock = push_socket(ctx, curve)
             self.sock.bind(endpoints[0])
             if endpoints[0].startswith("ipc://"):
                 os.chmod(endpoints[0][len("ipc://"):], 0o660)
         else:
-            self.sock = _connected(push_socket(ctx, curve), endpoints[0])
+            self.sock = push_socket(ctx, curve)
+            self.sock.connect(endpoints[0])
         self.hostname = hostname
         self.instance = random.getrandbits(63)
         self.wall_offset_ns = wall_offset_ns
@@ -199,11 +200,6 @@ def push_socket(ctx: zmq.Context, curve: Optional[CurveClient], *,
         sock.curve_publickey = curve.public
         sock.curve_secretkey = curve.secret
         sock.curve_serverkey = curve.server_public
-    return sock
-
-
-def _connected(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
-    sock.connect(endpoint)
     return sock
 
 
