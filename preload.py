@@ -26,3 +26,16 @@ def preload_aggregator() -> None:
         for info in pkgutil.iter_modules(path, package + "."):
             if info.name not in OPTIONAL_MODULES:
                 importlib.import_module(info.name)
+
+
+def import_tree(package: str) -> None:
+    """Import `package` and every module below it that imports: for libraries
+    that import their parts lazily, on first use (requests, grpc), which
+    after the drop may be unreadable."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.walk_packages(getattr(pkg, "__path__", []), package + ".",
+                                      onerror=lambda _name: None):
+        try:
+            importlib.import_module(info.name)
+        except Exception:       # an optional part (its own extra missing): not ours to use
+            pass

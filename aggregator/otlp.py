@@ -88,13 +88,20 @@ EXPORTERS = {   # protocol -> module of OTLPSpanExporter and OTLPMetricExporter,
     "grpc": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
              "opentelemetry.exporter.otlp.proto.grpc.metric_exporter"),
 }
+# what each protocol's exporters import inside their functions
+LAZY_TRANSPORT = {"http/protobuf": ("requests", "urllib3"), "grpc": ("grpc",)}
 
 
 def load_exporters(protocol: str) -> tuple[type, type]:
     """(OTLPSpanExporter, OTLPMetricExporter) of `protocol`; OtlpUnavailable
-    when its package is missing.  The aggregator calls it before it drops root."""
+    when its package is missing.  The aggregator calls it before it drops root,
+    so it also imports what the exporters import only on first use (their
+    transport: LAZY_TRANSPORT) while the checkout is still readable."""
+    from s3slower.preload import import_tree
     try:
         spans, metrics = (importlib.import_module(m) for m in EXPORTERS[protocol])
+        for package in LAZY_TRANSPORT[protocol]:
+            import_tree(package)
     except ImportError as exc:
         raise OtlpUnavailable(EXPORTER_PACKAGES[protocol], exc) from exc
     return spans.OTLPSpanExporter, metrics.OTLPMetricExporter
