@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 
 AGGREGATOR_PACKAGES = ("s3slower.aggregator", "s3slower.common")
 AGGREGATOR_MODULES = ("s3slower.reload", "s3slower.sdnotify", "s3slower.keys",
@@ -33,9 +34,11 @@ def import_tree(package: str) -> None:
     that import their parts lazily, on first use (requests, grpc), which
     after the drop may be unreadable."""
     pkg = importlib.import_module(package)
-    for info in pkgutil.walk_packages(getattr(pkg, "__path__", []), package + ".",
-                                      onerror=lambda _name: None):
-        try:
-            importlib.import_module(info.name)
-        except Exception:       # an optional part (its own extra missing): not ours to use
-            pass
+    with warnings.catch_warnings():     # parts that warn of their own missing extras
+        warnings.simplefilter("ignore")
+        for info in pkgutil.walk_packages(getattr(pkg, "__path__", []), package + ".",
+                                          onerror=lambda _name: None):
+            try:
+                importlib.import_module(info.name)
+            except Exception:   # an optional part (its own extra missing): not ours to use
+                pass

@@ -89,7 +89,7 @@ EXPORTERS = {   # protocol -> module of OTLPSpanExporter and OTLPMetricExporter,
              "opentelemetry.exporter.otlp.proto.grpc.metric_exporter"),
 }
 # what each protocol's exporters import inside their functions
-LAZY_TRANSPORT = {"http/protobuf": ("requests", "urllib3"), "grpc": ("grpc",)}
+LAZY_TRANSPORT = {"http/protobuf": ("requests",), "grpc": ("grpc",)}
 
 
 def load_exporters(protocol: str) -> tuple[type, type]:
