@@ -633,8 +633,11 @@ static __always_inline void send_tiny(struct record *r, struct conn_t *c, u32 fd
 }
 
 /* Tiny reads while a head is due (*cap == len <= TINY_MAX, in r->data): held
- * until the head ends.  1: held; 0: go on with r->data, *cap, *start (the
- * whole head gathered, or too long to hold: framing off). */
+ * until the head ends.  HELD: held; NOT_HELD: go on with r->data, *cap,
+ * *start (the whole head gathered); HELD_SENT: too long to hold, what was
+ * held went out as it was (through r->data, so this call's bytes must be
+ * read again) and framing is off. */
+enum { NOT_HELD = 0, HELD = 1, HELD_SENT = 2 };
 static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *start,
                                      u64 end, u32 fd, u8 source, u32 *cap)
 {
@@ -645,7 +648,7 @@ static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *st
         tiny_heads.update(&id, &fresh);
         t = tiny_heads.lookup(&id);
         if (!t)
-            return 0;
+            return NOT_HELD;
     }
     if (!c->pending) {
         t->len = 0;
@@ -658,22 +661,22 @@ static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *st
     if (off + n > TINY_MAX) {           /* longer than is held: framing off */
         send_tiny(r, c, fd);
         c->f[S3S_INGRESS].mode = FR_PASS;
-        return 0;
+        return HELD_SENT;
     }
     if (n && bpf_probe_read_kernel(t->data + off, n, r->data) != 0)
-        return 0;
+        return NOT_HELD;
     t->len = off + n;
     t->end_ns = end;
     u32 k = t->len & TINY_MASK;
     if (k < 4 || t->data[(k - 4) & TINY_MASK] != '\r' || t->data[(k - 3) & TINY_MASK] != '\n' ||
         t->data[(k - 2) & TINY_MASK] != '\r' || t->data[(k - 1) & TINY_MASK] != '\n')
-        return 1;
+        return HELD;
     if (bpf_probe_read_kernel(r->data, k, t->data) != 0)
-        return 0;
+        return NOT_HELD;
     *cap = k;
     *start = t->start_ns;
     c->pending = 0;
-    return 0;
+    return NOT_HELD;
 }
 
 /* A connection closes: what it holds goes out before its CLOSE record. */
@@ -726,8 +729,13 @@ static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
     u32 moved = len;
     if (dir == S3S_INGRESS && f->mode == FR_HEAD && cap == len &&
         (c->pending || len <= TINY_MAX)) {
-        if (hold_tiny(r, c, &start, end, fd, source, &cap))
+        int held = hold_tiny(r, c, &start, end, fd, source, &cap);
+        if (held == HELD)
             return;
+        /* the held bytes went out through r->data: this call's again */
+        if (held == HELD_SENT && (cap = bounded(cap, S3S_MAX_CAPTURE)) > 0 &&
+            bpf_probe_read_user(r->data, cap, buf) != 0)
+            cap = 0;
         if (f->mode == FR_HEAD)
             moved = cap;                /* the gathered head */
     }

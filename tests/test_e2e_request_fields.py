@@ -87,7 +87,8 @@ def test_boto3_against_moto(traced, moto_http, moto_https):
 
 
 # HTTP only: over HTTPS botocore streams a PUT aws-chunked, which gofakes3
-# refuses with 411 before the body is sent (not what this test is about).
+# refuses with 411 before the body is sent (boto3 raises; that refusal is
+# tests/test_e2e_early_answer.py's).
 @pytest.mark.parametrize("rclone_serve", ["http"], indirect=True)
 def test_boto3_against_rclone_serve_s3(traced, rclone_serve):  # noqa: F811
     out = _run_and_check(traced, rclone_serve)
