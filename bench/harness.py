@@ -92,10 +92,11 @@ def clean_work_dir() -> None:
 # --------------------------------------------------------------------------
 # processes
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory line of /proc/PID/status (VmRSS, RssAnon, ...) in MB; 0 if absent."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from bench.harness import BenchError, Figure, aggregator_pid, log, median, wait_for
+from bench.harness import BenchError, Figure, aggregator_pid, log, median, rss_mb, wait_for
 from bench.shortlived import JsonTracer, S3Servers
 
 RATE = 100
@@ -56,14 +56,6 @@ print(n, flush=True)
 """
 
 
-def anon_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def growth(samples: list[float]) -> tuple[float, float]:
     k = max(len(samples) // 5, 1)
     return median(samples[k:2 * k]), median(samples[-k:])
@@ -81,8 +73,8 @@ def run(quick: bool = False) -> list[Figure]:
         col_mb, agg_mb = [], []
         t0 = time.monotonic()
         while client.poll() is None and time.monotonic() - t0 < seconds + 60:
-            col_mb.append(anon_mb(t.proc.pid))
-            agg_mb.append(anon_mb(agg))
+            col_mb.append(rss_mb(t.proc.pid, "RssAnon"))
+            agg_mb.append(rss_mb(agg, "RssAnon"))
             time.sleep(SAMPLE_S)
         if client.poll() is None:
             client.kill()
