@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import rss_mb
 from conftest import Tracer, VENV_BIN, need_root_bpf, wait_until
 from s3slower.common import events
 
@@ -85,11 +86,7 @@ def anon_mb(pid: int) -> float:
     grows.  Not VmRSS, which also counts file-backed pages as they are first
     touched -- the 8 MiB BPF ring buffer's mapping fills in steps as records
     go round it once, libraries page in."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_mb(pid, "RssAnon")
 
 
 def child_pids(pid: int) -> list[int]:
