@@ -26,7 +26,8 @@
  *    counts go out at close and every 10 s (OPAQUE), never a record per
  *    call; any probed TLS call on it makes it an ordinary TLS connection.
  *
- * Compile-time knobs (-D): TRACE_ALL, SELF_PID, RINGBUF_PAGES, MAX_CONNS.
+ * Compile-time knobs (-D): TRACE_ALL, RINGBUF_PAGES, MAX_CONNS (the collector's own pid is
+ * the map self_pid, so one compiled object serves every start).
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/uio.h>     /* struct iovec */
@@ -254,6 +255,7 @@ BPF_TABLE("lru_hash", struct ssl_key_t, struct ssl_fd_t, ssl_fds, MAX_CONNS);
 BPF_TABLE("lru_hash", struct go_key_t, struct tls_args_t, active_go, MAX_THREADS);
 BPF_HASH(go_pids, u32, u8, 65536);          /* processes inside Go crypto/tls */
 BPF_HASH(watch_comms, struct comm_key_t, u8, 1024); /* traced from exec on */
+BPF_ARRAY(self_pid, u32, 1);                 /* set at load: the collector */
 
 static __always_inline void count_lost(u32 slot)
 {
@@ -275,10 +277,10 @@ static __always_inline struct thread_t *thread_state(int create)
 
 static __always_inline int pid_traced(u32 tgid)
 {
-#ifdef SELF_PID
-    if (tgid == SELF_PID)
+    u32 zero = 0;
+    u32 *self = self_pid.lookup(&zero);     /* the collector's own traffic is not traced */
+    if (self && *self == tgid)
         return 0;
-#endif
 #ifdef TRACE_ALL
     return 1;
 #else

@@ -114,16 +114,16 @@ def test_200_short_lived_processes_leave_no_state(moto_http):
         assert st.traced_processes == 0 and st.probes_attached == 0, st
         assert not col.tracker.traced and not col.probes.attached
         assert st.execs >= SHORT_LIVED
-        b = col.probes.bpf
+        b = col.probes.obj
         pid_of = {"conns": lambda k: k.value >> 32, "ssl_fds": lambda k: k.pid,
                   "active_go": lambda k: k.pid}
         for name in MAP_NAMES:
-            keys = list(b[name.encode()].keys())
+            keys = list(b[name].keys())
             get = pid_of.get(name, lambda k: k.value)
             left = [k for k in keys if get(k) in pids]
             assert not left, f"{name} still holds {len(left)} entries of exited processes"
-        assert len(list(b[b"traced_pids"].keys())) == 0
-        assert [bytes(k.c).rstrip(b"\0") for k in b[b"watch_comms"].keys()] == [b"curl"]
+        assert len(list(b["traced_pids"].keys())) == 0
+        assert [bytes(k.c).rstrip(b"\0") for k in b["watch_comms"].keys()] == [b"curl"]
     finally:
         stop.set()
         th.join(10)

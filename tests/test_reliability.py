@@ -194,7 +194,7 @@ def test_process_killed_mid_request_leaves_no_state():
         return True
 
     def child_conns():
-        return [k for k in col.probes.bpf[b"conns"].keys() if k.value >> 32 == child.pid]
+        return [k for k in col.probes.obj["conns"].keys() if k.value >> 32 == child.pid]
 
     try:
         assert ready.wait(60), "collector not ready"
@@ -220,8 +220,8 @@ def test_process_killed_mid_request_leaves_no_state():
         st = pipeline.statistics()
         assert st.connections == 0 and st.processes == 0
         # (its per-thread state is task-local storage: the kernel frees it with the thread)
-        assert not [k for k in col.probes.bpf[b"traced_pids"].keys() if k.value == child.pid]
-        assert not [k for k in col.probes.bpf[b"ssl_fds"].keys() if k.pid == child.pid]
+        assert not [k for k in col.probes.obj["traced_pids"].keys() if k.value == child.pid]
+        assert not [k for k in col.probes.obj["ssl_fds"].keys() if k.pid == child.pid]
     finally:
         stop.set()
         th.join(10)
