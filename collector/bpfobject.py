@@ -230,15 +230,17 @@ class Map:
         self._cpus = len(get_possible_cpus()) if info.type in (5, 6, 10) else 0
 
     def __getitem__(self, key):
+        if self._cpus:
+            raise TypeError(f"{self.info.name} is per CPU: read it with per_cpu()")
         leaf = self.Leaf()
         if self._lib.bpf_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(leaf)) < 0:
             raise KeyError(key)
         return leaf
 
     def __setitem__(self, key, leaf) -> None:
-        if self._lib.bpf_update_elem(self.fd, ctypes.byref(key), ctypes.byref(leaf), 0) < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"cannot update map {self.info.name}: {os.strerror(err)}")
+        err = self._lib.bpf_update_elem(self.fd, ctypes.byref(key), ctypes.byref(leaf), 0)
+        if err < 0:     # libbpf returns -errno
+            raise OSError(-err, f"cannot update map {self.info.name}: {os.strerror(-err)}")
 
     def __delitem__(self, key) -> None:
         if self._lib.bpf_delete_elem(self.fd, ctypes.byref(key)) < 0:
