@@ -38,6 +38,7 @@ from s3slower.aggregator.useragent import client_of
 from s3slower.common.events import Source
 
 _NO_HEADERS: Mapping[str, str] = {}
+_TLS_NAMES = {int(s): s.tls_name for s in Source}
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.\-_]{1,64})</Code>")
 # A 2xx answer may still be an error (CompleteMultipartUpload's, S3 docs)
 _ERROR_ROOT = re.compile(rb"\s*(?:<\?xml[^>]{0,200}\?>\s*)?<Error>")
@@ -203,7 +204,7 @@ class Connection:
             error_code=error_code, request_size=request_size,
             response_size=response_size,
             ttfb_ns=max(ttfb, 0), latency_ns=max(latency, 0),
-            tls=_tls_name(h.source), complete=complete, labels=self.peer.labels,
+            tls=_TLS_NAMES.get(h.source, "none"), complete=complete, labels=self.peer.labels,
             container=self.peer.container, why_incomplete=why, upload_id=upload_id,
             part_number=part,
             client=client, client_version=client_version,
@@ -215,11 +216,6 @@ class Connection:
             reset=self._reset and not complete)
 
 
-def _tls_name(source: int) -> str:
-    try:
-        return Source(source).tls_name
-    except ValueError:
-        return "none"
 
 
 def _request_body_size(head: Head, end: End) -> int:
