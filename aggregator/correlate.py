@@ -38,6 +38,7 @@ from s3slower.aggregator.useragent import client_of
 from s3slower.common.events import Source
 
 _NO_HEADERS: Mapping[str, str] = {}
+_TLS_NAMES = {int(s): s.tls_name for s in Source}
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.\-_]{1,64})</Code>")
 # A 2xx answer may still be an error (CompleteMultipartUpload's, S3 docs)
 _ERROR_ROOT = re.compile(rb"\s*(?:<\?xml[^>]{0,200}\?>\s*)?<Error>")
@@ -195,31 +196,25 @@ class Connection:
         client, client_version = client_of(hh.get("user-agent", ""),
                                            hh.get("x-amz-user-agent", ""))
         rh = resp.headers if resp else _NO_HEADERS
+        peer = self.peer
+        # positional, in Record's field order: by keyword its 32 fields cost ~1 µs more
         return Record(
-            start_wall_ns=p.start_wall_ns, hostname=self.peer.hostname,
-            pid=self.peer.pid, tid=p.tid, comm=self.peer.comm, method=h.method,
-            operation=s3.operation, bucket=s3.bucket, key=s3.key, endpoint=host,
-            path=redact.redact_target(h.target), status_code=status,
-            error_code=error_code, request_size=request_size,
-            response_size=response_size,
-            ttfb_ns=max(ttfb, 0), latency_ns=max(latency, 0),
-            tls=_tls_name(h.source), complete=complete, labels=self.peer.labels,
-            container=self.peer.container, why_incomplete=why, upload_id=upload_id,
-            part_number=part,
-            client=client, client_version=client_version,
-            request_id=rh.get("x-amzn-requestid") or rh.get("x-amz-request-id", ""),
-            extended_request_id=rh.get("x-amz-id-2", ""),
-            region=region_of(rh.get("x-amz-bucket-region", ""), host),
-            send_ns=max(p.request_end_ns - start, 0) if p.request_end_ns else 0,
-            attempt=retries.attempt_of(h.headers.get("amz-sdk-request", "")),
-            reset=self._reset and not complete)
-
-
-def _tls_name(source: int) -> str:
-    try:
-        return Source(source).tls_name
-    except ValueError:
-        return "none"
+            p.start_wall_ns, peer.hostname, peer.pid, p.tid, peer.comm, h.method,
+            s3.operation, s3.bucket, s3.key,
+            host,                                               # endpoint
+            redact.redact_target(h.target),                     # path
+            status, error_code, request_size, response_size,
+            max(ttfb, 0), max(latency, 0),                      # ttfb_ns, latency_ns
+            _TLS_NAMES.get(h.source, "none"), complete,         # tls
+            peer.labels, peer.container,
+            why,                                                # why_incomplete
+            upload_id, part, client, client_version,            # part: part_number
+            rh.get("x-amzn-requestid") or rh.get("x-amz-request-id", ""),   # request_id
+            rh.get("x-amz-id-2", ""),                           # extended_request_id
+            region_of(rh.get("x-amz-bucket-region", ""), host),
+            max(p.request_end_ns - start, 0) if p.request_end_ns else 0,    # send_ns
+            retries.attempt_of(hh.get("amz-sdk-request", "")),  # attempt
+            self._reset and not complete)                       # reset
 
 
 def _request_body_size(head: Head, end: End) -> int:

@@ -68,11 +68,14 @@ def parse_head(head: bytes | bytearray, is_request: bool,
     headers: dict[str, str] = {}
     for raw in lines[1:]:
         name, sep, value = raw.partition(":")
-        if not sep or not name or name != name.strip():
-            return None
-        key = name.lower()
-        val = value.strip()
-        headers[key] = headers[key] + ", " + val if key in headers else val
+        key = _KEYS.get(name)
+        if key is None or not sep:
+            key = _key(name) if sep else None
+            if key is None:
+                return None
+        headers[key] = value.strip()
+    if len(headers) != len(lines) - 1:      # a name repeated: join its values
+        headers = _joined(lines)
     start, first_end, source = stamp
     if is_request:
         if len(parts) != 3:
@@ -83,3 +86,31 @@ def parse_head(head: bytes | bytearray, is_request: bool,
     except (IndexError, ValueError):
         return None
     return Head(False, "", "", status, headers, start, first_end, source)
+
+
+# Header name as sent -> its key: clients send the same few names in the same
+# spelling on every request, so a name is checked and lower-cased once.
+MAX_KEYS = 1024
+_KEYS: dict[str, str] = {}
+
+
+def _key(name: str) -> Optional[str]:
+    """The key of a header name, None when it is no name (empty, or spaces
+    around it)."""
+    if not name or name != name.strip():
+        return None
+    key = name.lower()
+    if len(_KEYS) < MAX_KEYS:
+        _KEYS[name] = key
+    return key
+
+
+def _joined(lines: list[str]) -> dict[str, str]:
+    """The headers of well-formed header lines, repeated names' values joined."""
+    headers: dict[str, str] = {}
+    for raw in lines[1:]:
+        name, _, value = raw.partition(":")
+        key = _KEYS.get(name) or name.lower()
+        val = value.strip()
+        headers[key] = headers[key] + ", " + val if key in headers else val
+    return headers

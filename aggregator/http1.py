@@ -52,6 +52,8 @@ from s3slower.aggregator.heads import (MAX_HEAD_BYTES, MAYBE, RESPONSE_START_LEN
                                        parse_head, start_line_at)
 
 
+# A decoded DATA record (common/events.Event) has these fields under these
+# names: the pipeline feeds it as it is, without building a Chunk of it.
 @dataclass(slots=True)
 class Chunk:
     data: bytes           # visible bytes (a prefix of what the call moved)
@@ -264,16 +266,24 @@ class MessageStream:
     # -- heads -----------------------------------------------------------------
     def _read_head(self, data: bytes, i: int, chunk: Chunk, answering: str,
                    out: list) -> int:
-        before = len(self._head)
-        self._head += data[i:]
-        idx = self._head.find(b"\r\n\r\n", max(0, before - 3))
+        held = self._head
+        if held:                        # begun in an earlier call: join, then look
+            before = len(held)
+            held += data[i:]
+            idx = held.find(b"\r\n\r\n", max(0, before - 3))
+        else:                           # begun here: look in place, copy only the head
+            before = i
+            idx = data.find(b"\r\n\r\n", i)
         if idx < 0:
-            if len(self._head) > MAX_HEAD_BYTES:
+            if not held:
+                held += data[i:]
+            if len(held) > MAX_HEAD_BYTES:
                 self._lose(chunk, out)
             return len(data)
         consumed = idx + 4 - before
-        parsed = parse_head(self._head[:idx], self.is_request, self._head_start)
-        self._head.clear()
+        parsed = parse_head(held[:idx] if held else data[i:idx], self.is_request,
+                            self._head_start)
+        held.clear()
         if parsed is None:
             self._lose(chunk, out)
             self._at_boundary = True

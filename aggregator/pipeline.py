@@ -32,7 +32,6 @@ from typing import Mapping, NamedTuple, Optional
 
 from s3slower.aggregator import containers, errorlog
 from s3slower.aggregator.correlate import Connection, Peer
-from s3slower.aggregator.http1 import Chunk
 from s3slower.aggregator.multipart import DEFAULT_IDLE_S, MultipartTracker
 from s3slower.aggregator.opaque import OpaqueTls, OpaqueTracker, Who
 from s3slower.aggregator.records import Record
@@ -51,6 +50,7 @@ MAX_COLLECTORS = 10_000           # a fleet; more host names than this is garbag
 MAX_COUNTER_NAMES = 64            # names in one heartbeat's stats / lost maps
 DEFAULT_REQUEST_TIMEOUT_NS = 60 * 1_000_000_000
 IDLE_CONNECTION_NS = 15 * 60 * 1_000_000_000
+_DATA, _EGRESS = int(Kind.DATA), int(Direction.EGRESS)     # plain ints: per record
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,8 @@ class Pipeline:
 
     def _events_batch(self, msg: Message) -> list[Record | OpaqueTls]:
         out: list = []
+        instance = msg.instance
+        conns = self._conns
         for raw in msg.body["events"]:
             try:
                 ev = decode_event(raw)
@@ -191,12 +193,16 @@ class Pipeline:
                 self._count(Loss.MALFORMED, f"{msg.hostname}: {exc}")
                 continue
             self._events += 1
-            key = (msg.instance, ev.pid, ev.conn_id)
-            if ev.kind == Kind.DATA:
-                conn = self._conn(key, msg, ev.comm, out)
-                chunk = Chunk(ev.data, ev.length, ev.start_ns, ev.end_ns, ev.tail, ev.source)
-                out.extend(self._finished(conn.feed(ev.direction == Direction.EGRESS,
-                                                    chunk, ev.tid), key))
+            key = (instance, ev.pid, ev.conn_id)
+            if ev.kind == _DATA:
+                conn = conns.get(key)
+                if conn is None:
+                    conn = self._new_conn(key, msg, ev.comm, out)
+                else:
+                    conns.move_to_end(key)
+                recs = conn.feed(ev.direction == _EGRESS, ev, ev.tid)   # ev is a Chunk
+                if recs:
+                    out.extend(self._finished(recs, key))
             elif ev.kind == Kind.CONNECT:
                 if _bounded_put(self._addrs, key, _sockaddr(ev.data),
                                 MAX_ADDRESSES) is not None:
@@ -231,11 +237,8 @@ class Pipeline:
             self._addrs.pop(key, None)
         return recs
 
-    def _conn(self, key: tuple, msg: Message, comm: str, out: list[Record]) -> Connection:
-        conn = self._conns.get(key)
-        if conn is not None:
-            self._conns.move_to_end(key)
-            return conn
+    def _new_conn(self, key: tuple, msg: Message, comm: str, out: list[Record]) -> Connection:
+        """A connection first seen: its state, made."""
         proc = self._procs.get((msg.instance, key[1]), _UNANNOUNCED)
         peer = Peer(msg.hostname, key[1], comm, proc.labels, self._addrs.pop(key, ""),
                     proc.container)

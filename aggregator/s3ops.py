@@ -55,6 +55,7 @@ CONTROL_PREFIX = "s3express-control."
 # an operation depend on few inputs, and S3 clients repeat them endlessly.
 CACHE_SIZE = 4096
 MAX_CACHED_QUERY_KEYS = 8
+MAX_CACHED_TARGET = 512
 
 _S3_LABEL = re.compile(r"s3(?:-[a-z0-9-]+|express[a-z0-9-]*)?\Z")
 # (suffix, labels between bucket and suffix) of providers without an s3 label.
@@ -259,38 +260,56 @@ def classify(method: str, target: str, headers: Mapping[str, str], *,
     """The S3 operation, bucket and URL-decoded key of one request."""
     if not isinstance(method, str) or not isinstance(target, str):
         return _GARBAGE
+    headers = headers if isinstance(headers, Mapping) else {}
+    host = headers.get("host", "")
+    # the result depends only on these: a client repeating a request costs a lookup
+    args = (method, target, host if isinstance(host, str) else "",
+            tuple(h in headers for h in _HEADERS), _frozen(path_style_hosts))
+    if len(target) > MAX_CACHED_TARGET:     # long (presigned) targets are not worth a slot
+        return _classify(*args)
+    return _classified(*args)
+
+
+def _classify(method: str, target: str, host: str, present: tuple[bool, ...],
+              path_style_hosts: frozenset[str]) -> S3Target:
+    """classify, from the request's Host and which of _HEADERS it has."""
     parts = _split_target(target)
     if parts is None:
         return _GARBAGE
     authority, path, query_text = parts
-    headers = headers if isinstance(headers, Mapping) else {}
-    host = authority if authority is not None else headers.get("host", "")
-    name = _hostname(host) if isinstance(host, str) else ""
+    name = _hostname(authority if authority is not None else host)
     method = method.upper()
     literal = INDEX.literals.get((method, path))
     if literal:
         return S3Target(literal, "", "")
-    bucket, key = _bucket_and_key(_virtual_bucket(name, _frozen(path_style_hosts)), path)
+    bucket, key = _bucket_and_key(_virtual_bucket(name, path_style_hosts), path)
     query = _parse_query(query_text)
     # the choice depends only on what the rules look at: memoise on exactly that
     signature = (method, bool(bucket), bool(key), frozenset(query),
                  tuple((k, query[k]) for k in _VALUED if k in query),
-                 tuple(h in headers for h in _HEADERS), name.startswith(CONTROL_PREFIX))
-    return S3Target(_operation(signature, query, headers), bucket, key)
+                 present, name.startswith(CONTROL_PREFIX))
+    return S3Target(_operation(signature, query), bucket, key)
+
+
+_classified = functools.lru_cache(maxsize=CACHE_SIZE)(_classify)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _operation_of(signature: tuple) -> str:
-    method, has_bucket, has_key, keys, valued, present, control = signature
-    query = dict.fromkeys(keys, "")
-    query.update(valued)
+    query = dict.fromkeys(signature[3], "")
+    query.update(signature[4])
+    return _operation_uncached(signature, query)
+
+
+def _operation_uncached(signature: tuple, query: Mapping[str, str]) -> str:
+    method, has_bucket, has_key, _, _, present, control = signature
     headers = {h: "" for h, there in zip(_HEADERS, present) if there}
     return _choose(INDEX.rules.get((method, has_bucket, has_key), ()), query, headers, control)
 
 
-def _operation(signature: tuple, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+def _operation(signature: tuple, query: Mapping[str, str]) -> str:
     if len(signature[3]) > MAX_CACHED_QUERY_KEYS:   # odd requests are not worth a slot
-        return _choose(INDEX.rules.get(signature[:3], ()), query, headers, signature[6])
+        return _operation_uncached(signature, query)
     return _operation_of(signature)
 
 

@@ -74,7 +74,8 @@ class Aggregator:
             for s in self.sinks:
                 s.emit(r)
 
-    def handle_frames(self, frames: list[bytes]) -> None:
+    def handle_frames(self, frames: list) -> None:
+        """`frames`: bytes, or ZeroMQ Frames (protocol.decode reads either)."""
         now = self.clock()
         for frame in frames:
             try:

@@ -54,8 +54,9 @@ class Subscriber:
         if self.auth:
             self.poller.register(self.auth.sock, zmq.POLLIN)
 
-    def receive(self, timeout_ms: int, max_frames: int = 256) -> list[bytes]:
-        """Frames that arrived within timeout_ms (at most max_frames)."""
+    def receive(self, timeout_ms: int, max_frames: int = 256) -> list[zmq.Frame]:
+        """Frames that arrived within timeout_ms (at most max_frames), as ZeroMQ
+        holds them: the decoder reads them in place (no copy of a batch)."""
         ready = dict(self.poller.poll(timeout_ms))
         if self.auth and self.auth.sock in ready:
             self.auth.handle()
@@ -64,7 +65,7 @@ class Subscriber:
         frames = []
         while len(frames) < max_frames:
             try:
-                frames.append(self.sock.recv(zmq.NOBLOCK, copy=True))
+                frames.append(self.sock.recv(zmq.NOBLOCK, copy=False))
             except zmq.Again:
                 break
         return frames

@@ -114,16 +114,29 @@ def decode_event(raw: bytes) -> Event:
         raise MalformedEvent(f"record of {len(raw)} bytes is shorter than the header")
     (start, end, conn_id, pid, tid, fd, length, cap_len, kind, direction,
      source, tail_len, comm, tail) = HEADER.unpack_from(raw)
-    if cap_len != len(raw) - HEADER_SIZE or cap_len > length and kind == Kind.DATA:
+    if cap_len != len(raw) - HEADER_SIZE or cap_len > length and kind == _DATA:
         raise MalformedEvent(f"record claims {cap_len} captured bytes, carries {len(raw) - HEADER_SIZE}")
     if kind not in _KINDS or direction > 1 or source > 5 or tail_len > TAIL_LEN:
         raise MalformedEvent(f"record with kind={kind} dir={direction} source={source}")
+    name = _COMMS.get(comm)
+    if name is None:
+        name = _comm(comm)
     return Event(start, end, conn_id, pid, tid, fd, length, kind, direction, source,
-                 comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-                 raw[HEADER_SIZE:], tail[:tail_len])
+                 name, raw[HEADER_SIZE:], tail[:tail_len])
 
 
 _KINDS = frozenset(int(k) for k in Kind)
+_DATA = int(Kind.DATA)
+# comm field -> its text: a host's records carry a few hundred thread names
+MAX_COMMS = 4096
+_COMMS: dict[bytes, str] = {}
+
+
+def _comm(field: bytes) -> str:
+    name = field.split(b"\0", 1)[0].decode("utf-8", "replace")
+    if len(_COMMS) < MAX_COMMS:
+        _COMMS[field] = name
+    return name
 
 
 def encode_event(ev: Event) -> bytes:

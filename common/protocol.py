@@ -51,6 +51,7 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(frame: bytes) -> Message:
+    """`frame`: bytes, or any object that exposes them (a ZeroMQ Frame)."""
     if len(frame) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(frame)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
