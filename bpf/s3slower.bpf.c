@@ -74,18 +74,20 @@ struct user_msghdr {
 
 enum conn_state { ST_UNKNOWN = 0, ST_HTTP = 1, ST_TLS = 2, ST_OTHER = 3 };
 
-/* What parse_head found, kept in map memory rather than registers (the
- * verifier then carries no per-byte state through its loops). */
+/* What parse_head found and where its scan is, kept in map memory rather
+ * than registers (the verifier then carries no state through its loop). */
 #define MAX_LINES 64            /* header lines looked at in a head */
 struct found_t {
-    u32 last;       /* bytes looked at, less 2 */
+    u64 mask;       /* newlines of the word at `base` not looked at yet (0x80 a byte) */
+    u32 base;       /* offset of that word */
+    u32 next;       /* offset of the next word to scan */
+    u32 lim;        /* newlines from here on are not looked at */
     u32 end;        /* bytes of the head, through its empty line (0: not found) */
-    u32 lines;      /* line starts recorded in `at` */
+    u32 lines;      /* line starts looked at */
     u32 cl_at;      /* the Content-Length line's start */
     u32 cl_n;       /* Content-Length lines */
     u32 te;         /* Transfer-Encoding lines */
     u32 expect;     /* Expect lines */
-    u32 at[MAX_LINES];
 };
 
 /* A head to frame, handed by a call's exit to the framing program (a tail
@@ -435,18 +437,46 @@ static __always_inline s64 length_at(const u8 *d, u32 at)
     return digits ? (s64)v : CL_BAD;
 }
 
+/* The 8 bytes at d[i], one load (x86-64 and arm64 load unaligned words;
+ * the verifier checks alignment only on machines that cannot). */
 static __always_inline u64 raw_word(const u8 *d, u32 i)
 {
-    u64 w = 0;
-    __builtin_memcpy(&w, d + (i & 0xfff), 8);
-    return w;
+    return *(const u64 *)(d + (i & 0xfff));
+}
+
+/* The bytes of w that are '\n', as 0x80 in each (exact: no borrow crosses
+ * bytes, so a later byte is never flagged by an earlier one). */
+#define NL8 0x0a0a0a0a0a0a0a0aULL
+#define LOW7 0x7f7f7f7f7f7f7f7fULL
+#define HIGH8 0x8080808080808080ULL
+static __always_inline u64 newlines(u64 w)
+{
+    w ^= NL8;
+    return ~(((w & LOW7) + LOW7) | w) & HIGH8;
+}
+
+/* Index (0-7) of the lowest flagged byte of a nonzero newlines() mask:
+ * (its bit >> 7) is 1 << 8k, and multiplying shifts the byte k of a table
+ * (0x00 01 ... 07, high to low) into the top byte. */
+static __always_inline u32 first_byte(u64 m)
+{
+    return (u32)((((m & -m) >> 7) * 0x0001020304050607ULL) >> 56);
 }
 
 /* Parse the head at the start of r->data[0, cap): 1 when its end is there.
- * Written for the verifier, which follows every branch of every byte: one
- * loop finds the line starts and the empty line (two branches a byte),
- * another looks at the lines' names; what the first finds goes to memory
- * (r->found), so no state rides through it in registers. */
+ * The head is scanned 8 bytes at a time for newlines (a word without one,
+ * most of a head, costs a load and a few ALU operations); at each newline
+ * either the empty line ends the head or the next line's name is looked at
+ * (Content-Length, Transfer-Encoding, Expect: the framing facts).  One
+ * loop, each turn either up to SCAN_WORDS words to the next one with a
+ * newline, or one newline; what it found goes to memory (r->found) between
+ * turns, so the verifier walks each turn once, no state riding through in
+ * registers.  A turn: at most 2 x MAX_LINES for the lines (a word, a
+ * newline), PARSE_MAX / 64 for words without one, one to end.  Semantics as the byte-by-byte scan it replaces: newlines
+ * from offset 12 up to min(cap - 2, PARSE_MAX) are looked at; a head with
+ * MAX_LINES or more lines before its empty line is not framed. */
+#define SCAN_WORDS 8             /* words a step scans for a newline, at most */
+#define SCAN_STEPS (2 * MAX_LINES + PARSE_MAX / (8 * SCAN_WORDS) + 4)
 static __always_inline int parse_head(struct record *r, u32 cap, u8 dir, struct head_t *h)
 {
     const u8 *d = r->data;
@@ -467,35 +497,45 @@ static __always_inline int parse_head(struct record *r, u32 cap, u8 dir, struct 
             return 0;
     }
     volatile struct found_t *fo = &r->found;
-    fo->last = cap - 2;        /* "\n\r\n" must fit: the last newline looked at is cap - 3 */
+    /* "\n\r\n" must fit: the last newline looked at is cap - 3 */
+    fo->lim = cap - 2 < PARSE_MAX ? cap - 2 : PARSE_MAX;
+    fo->next = 12;
+    fo->mask = 0;
     fo->end = 0;
     fo->lines = 0;
-    for (u32 i = 12; i < PARSE_MAX; i++) {
-        if (i >= fo->last)
-            return 0;
-        if (d[i] != '\n')
-            continue;
-        if (d[i + 1] == '\r' && d[i + 2] == '\n') {   /* the empty line */
-            fo->end = i + 3;
-            break;
-        }
-        u32 n = fo->lines;
-        if (n < MAX_LINES) {
-            fo->at[n & (MAX_LINES - 1)] = i + 1;
-            fo->lines = n + 1;
-        }
-    }
-    u32 end = fo->end;
-    if (!end || end > cap)
-        return 0;
-    h->end = end;
     fo->cl_n = 0;
     fo->te = 0;
     fo->expect = 0;
-    for (u32 k = 0; k < MAX_LINES; k++) {
-        if (k >= fo->lines)
+    for (u32 s = 0; s < SCAN_STEPS; s++) {
+        u64 m = fo->mask;
+        if (!m) {                       /* the next word with a newline */
+            u32 base = fo->next;
+            if (base >= fo->lim)
+                return 0;               /* no empty line where it is looked for */
+#pragma unroll
+            for (int j = 0; j < SCAN_WORDS; j++) {
+                m = newlines(raw_word(d, base));
+                if (m)
+                    break;
+                base += 8;
+            }
+            fo->mask = m;
+            fo->base = base;
+            fo->next = m ? base + 8 : base;
+            continue;
+        }
+        fo->mask = m & (m - 1);
+        u32 at = fo->base + first_byte(m) + 1;     /* the byte after the newline */
+        if (at > fo->lim)
+            return 0;                   /* past where newlines are looked at */
+        if (d[at & 0xfff] == '\r' && d[(at + 1) & 0xfff] == '\n') {   /* the empty line */
+            fo->end = at + 2;
             break;
-        u32 at = fo->at[k & (MAX_LINES - 1)];
+        }
+        u32 n = fo->lines + 1;
+        if (n >= MAX_LINES)
+            return 0;                   /* more lines than are looked at */
+        fo->lines = n;
         u64 w = raw_word(d, at) | LOWER8;
         u64 w2 = raw_word(d, at + 8) | LOWER8;
         if (w == W_CONTENT_ && (w2 & MASK7) == W_LENGTH) {
@@ -507,8 +547,10 @@ static __always_inline int parse_head(struct record *r, u32 cap, u8 dir, struct 
             fo->expect = 1;
         }
     }
-    if (fo->lines >= MAX_LINES)
-        return 0;                       /* more lines than are looked at */
+    u32 end = fo->end;
+    if (!end || end > cap)
+        return 0;
+    h->end = end;
     h->te = fo->te != 0;
     h->expect = fo->expect != 0;
     u32 cls = fo->cl_n;
