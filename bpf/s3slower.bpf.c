@@ -721,6 +721,57 @@ static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *st
     return NOT_HELD;
 }
 
+/* hold_tiny for a call of len <= TINY_MAX bytes not read yet (at buf): its
+ * bytes go from user memory straight to where they are held, not through
+ * r->data (one copy a read, not two).  TINY_GATHERED: the head is whole, in
+ * r->data (*cap, *start as hold_tiny leaves them); TINY_FALLBACK: the call
+ * goes out as hold_tiny would leave it (held bytes sent and framing off, or
+ * not held at all): read it into r->data as any call; HELD: held. */
+enum { TINY_FALLBACK = 0, TINY_GATHERED = 2 };
+static __always_inline int hold_tiny_user(struct record *r, struct conn_t *c, u64 *start,
+                                          u64 end, u32 fd, u8 source, const void *buf,
+                                          u32 len, u32 *cap)
+{
+    u64 id = c->id;
+    struct tiny_t *t = tiny_heads.lookup(&id);
+    if (!t) {
+        struct tiny_t fresh = {};
+        tiny_heads.update(&id, &fresh);
+        t = tiny_heads.lookup(&id);
+        if (!t)
+            return TINY_FALLBACK;
+    }
+    u32 off = c->pending ? t->len & (TINY_MAX - 1) : 0;
+    u32 n = len;
+    asm volatile("%0 &= 63" : "+r"(n));     /* 2 * TINY_MAX - 1, kept for the verifier */
+    /* read first: a call whose bytes cannot be read is not held (as before) */
+    if (bpf_probe_read_user(t->data + off, n, buf) != 0)
+        return TINY_FALLBACK;
+    if (!c->pending) {
+        t->len = 0;
+        t->start_ns = *start;
+        t->source = source;
+        c->pending = 1;
+    }
+    if (off + n > TINY_MAX) {           /* longer than is held: framing off */
+        send_tiny(r, c, fd);
+        c->f[S3S_INGRESS].mode = FR_PASS;
+        return TINY_FALLBACK;
+    }
+    t->len = off + n;
+    t->end_ns = end;
+    u32 k = t->len & TINY_MASK;
+    if (k < 4 || t->data[(k - 4) & TINY_MASK] != '\r' || t->data[(k - 3) & TINY_MASK] != '\n' ||
+        t->data[(k - 2) & TINY_MASK] != '\r' || t->data[(k - 1) & TINY_MASK] != '\n')
+        return HELD;
+    if (bpf_probe_read_kernel(r->data, k, t->data) != 0)
+        return TINY_FALLBACK;
+    *cap = k;
+    *start = t->start_ns;
+    c->pending = 0;
+    return TINY_GATHERED;
+}
+
 /* A connection closes: what it holds goes out before its CLOSE record. */
 static __always_inline void send_all_held(struct conn_t *c, u32 fd)
 {
@@ -752,11 +803,21 @@ static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
         if (f->mode == FR_COUNT && count_body(r, c, f, start, end, fd, dir, source, buf, len))
             return;
     }
-    u32 cap = bounded(len, S3S_MAX_CAPTURE);
-    if (!buf)
-        cap = 0;
-    if (cap > 0 && bpf_probe_read_user(r->data, cap, buf) != 0)
-        cap = 0;
+    u32 cap = 0;
+    int tiny = -1;                      /* hold_tiny_user's answer, -1: not asked */
+    if (*state == ST_HTTP && dir == S3S_INGRESS && f->mode == FR_HEAD && buf &&
+        len <= TINY_MAX) {
+        tiny = hold_tiny_user(r, c, &start, end, fd, source, buf, len, &cap);
+        if (tiny == HELD)
+            return;
+    }
+    if (tiny != TINY_GATHERED) {
+        cap = bounded(len, S3S_MAX_CAPTURE);
+        if (!buf)
+            cap = 0;
+        if (cap > 0 && bpf_probe_read_user(r->data, cap, buf) != 0)
+            cap = 0;
+    }
     if (*state == ST_UNKNOWN) {
         if (dir != S3S_EGRESS)
             return;
@@ -769,8 +830,10 @@ static __always_inline void emit_data(struct conn_t *c, u8 *state, u64 start,
     if (dir == S3S_EGRESS && f->mode == FR_PASS && cap >= 5 && classify(r->data, cap) == ST_HTTP)
         note_method(f, r->data);        /* an unframed request: its response's framing */
     u32 moved = len;
-    if (dir == S3S_INGRESS && f->mode == FR_HEAD && cap == len &&
-        (c->pending || len <= TINY_MAX)) {
+    if (tiny == TINY_GATHERED) {
+        moved = cap;                    /* the gathered head */
+    } else if (tiny < 0 && dir == S3S_INGRESS && f->mode == FR_HEAD && cap == len &&
+               (c->pending || len <= TINY_MAX)) {
         int held = hold_tiny(r, c, &start, end, fd, source, &cap);
         if (held == HELD)
             return;
