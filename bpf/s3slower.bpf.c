@@ -106,12 +106,27 @@ struct job_t {
     u8 dir;
 };
 
+struct io_args_t {
+    u64 start_ns;
+    u64 buf;        /* buffer, iovec array or msghdr */
+    u64 conn_id;
+    u32 fd;
+    u32 vlen;
+    u8 dir;
+    u8 shape;       /* SHAPE_* */
+    u8 raw;         /* the connection's raw state at entry */
+};
+#define SHAPE_BUF 0
+#define SHAPE_IOVEC 1
+#define SHAPE_MSGHDR 2
+
 struct record {
     struct s3s_event h;
     /* twice the capture so a masked length is provably in bounds */
     u8 data[2 * S3S_MAX_CAPTURE];
     struct found_t found;
     struct job_t job;
+    struct io_args_t io;    /* the call a syscall exit hands to io_exit_tp */
 };
 
 /* Clamp a length for the verifier: the compiler may otherwise fold the
@@ -172,19 +187,6 @@ struct tiny_t {
     u8 data[3 * TINY_MAX];  /* held bytes at [0, TINY_MAX); room for masked copies */
 };
 
-struct io_args_t {
-    u64 start_ns;
-    u64 buf;        /* buffer, iovec array or msghdr */
-    u64 conn_id;
-    u32 fd;
-    u32 vlen;
-    u8 dir;
-    u8 shape;       /* SHAPE_* */
-    u8 raw;         /* the connection's raw state at entry */
-};
-#define SHAPE_BUF 0
-#define SHAPE_IOVEC 1
-#define SHAPE_MSGHDR 2
 
 struct connect_args_t {
     u64 addr;
@@ -1075,16 +1077,17 @@ static __always_inline void emit_iovecs(struct conn_t *c, struct io_args_t *a, u
                   0, remaining, JOB_NONE, 0);
 }
 
+/* A read/write-family call on a followed connection returned ret > 0 bytes;
+ * its entry's arguments are in the scratch record (r->io), put there by
+ * to_io_exit. */
 static __always_inline int io_exit(void *ctx, long ret)
 {
-    struct thread_t *th = thread_state(0);
-    if (!th || !th->in_io)
-        return 0;
-    th->in_io = 0;
-    if (ret <= 0)
-        return 0;
     u64 end = bpf_ktime_get_ns();
-    struct io_args_t *a = &th->io;
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    struct io_args_t *a = &r->io;
     /* the connection (its framing; an unclassified one is classified by
      * these bytes), unless it closed meanwhile */
     u64 key = conn_key(bpf_get_current_pid_tgid() >> 32, a->fd);
@@ -1096,9 +1099,7 @@ static __always_inline int io_exit(void *ctx, long ret)
             opaque_count(c, a->fd, a->dir, (u32)ret, end);
         return 0;
     }
-    struct record *r = job_clear();
-    if (!r)
-        return 0;
+    r->job.kind = JOB_NONE;
     if (a->shape == SHAPE_BUF) {
         emit_data(c, &c->raw, a->start_ns, end, a->fd, a->dir, S3S_SRC_SYSCALL,
                   (const void *)a->buf, (u32)ret, JOB_HERE, (u32)ret);
@@ -1123,14 +1124,25 @@ static __always_inline int io_exit(void *ctx, long ret)
 /* Every read/write-family exit runs the one shared exit program (a tail
  * call: their records have one layout), so its code is compiled and
  * verified once, not once per syscall; only calls on followed connections
- * get that far. */
+ * that moved bytes get that far, their entry's arguments handed over in the
+ * per-CPU scratch record (a tail call stays on this CPU), so the exit
+ * program does not look the thread's state up again. */
 BPF_PROG_ARRAY(io_exits, 1);
 
-static __always_inline int to_io_exit(void *ctx)
+static __always_inline int to_io_exit(void *ctx, long ret)
 {
     struct thread_t *th = thread_state(0);
-    if (th && th->in_io)
-        io_exits.call(ctx, 0);
+    if (!th || !th->in_io)
+        return 0;
+    th->in_io = 0;
+    if (ret <= 0)
+        return 0;
+    u32 zero = 0;
+    struct record *r = scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    r->io = th->io;
+    io_exits.call(ctx, 0);
     return 0;
 }
 
@@ -1150,35 +1162,35 @@ int io_exit_tp(struct sys_exit_rec *args)
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
     return io_enter(args, args->fd, (u64)args->buf, 0, S3S_EGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
     return io_enter(args, args->fd, (u64)args->vec, args->vlen, S3S_EGRESS, SHAPE_IOVEC);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
     return io_enter(args, args->fd, (u64)args->buff, 0, S3S_EGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     return io_enter(args, args->fd, (u64)args->msg, 0, S3S_EGRESS, SHAPE_MSGHDR);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_read) {
     return io_enter(args, args->fd, (u64)args->buf, 0, S3S_INGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) {
     return io_enter(args, args->fd, (u64)args->vec, args->vlen, S3S_INGRESS, SHAPE_IOVEC);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) {
     return io_enter(args, args->fd, (u64)args->ubuf, 0, S3S_INGRESS, SHAPE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return to_io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) {
     return io_enter(args, args->fd, (u64)args->msg, 0, S3S_INGRESS, SHAPE_MSGHDR);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return to_io_exit(args); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return to_io_exit(args, args->ret); }
 
 /* ---- connection lifetime ---------------------------------------------- */
 
