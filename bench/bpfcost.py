@@ -88,11 +88,24 @@ def _run_ns(body: str, user_buf: int) -> float:
         b.cleanup()
 
 
+# The least a record costs: one ring-buffer record of a header and a few
+# bytes, beyond an empty program (the overhead bench's plain-HTTP floor).
+LEAST_RECORD = "ring-buffer record, 144 B"
+
+
+def least_record_ns(k: int = 3) -> float:
+    """LEAST_RECORD's run time beyond an empty program's, ns (median of k
+    pairs, each measured back to back).  Needs bpf_stats enabled."""
+    diffs = sorted(_run_ns(BLOCKS[LEAST_RECORD], 0) - _run_ns(BLOCKS["empty"], 0)
+                   for _ in range(k))
+    return diffs[k // 2]
+
+
 def run(quick: bool = False) -> list[Figure]:
     from bench.overhead import calibrate     # it prepares the kernel headers too
     buf = ctypes.create_string_buffer(8192)
     with bpf_stats_enabled():
-        floor = calibrate()
+        floor = calibrate(records=False)   # it measures the record itself
         raw = {name: _run_ns(body, ctypes.addressof(buf)) for name, body in BLOCKS.items()}
     empty = raw.pop("empty")
     log(f"bpfcost: an empty program runs {empty:.0f} ns per hit; blocks (ns beyond it): "

@@ -415,28 +415,103 @@ def profile_inclusive(path: Path, n: int = 15) -> list[tuple[float, str]]:
     return [(c / total, f) for f, c in top] if total else []
 
 
-def prog_names() -> dict[int, str]:
-    """prog_id -> name (kernel-truncated), from bpftool when it is installed."""
-    import shutil
-    if shutil.which("bpftool") is None:
-        return {}
-    r = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_TASK_FD_QUERY = 20
+
+
+def _bpf(cmd: int, attr) -> int:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    nr = _SYS_BPF.get(os.uname().machine)
+    if nr is None:
+        return -1
+    return libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def _prog_info_name(prog_id: int) -> str:
+    """The (kernel-truncated) name of a loaded program, by its id; "" if unknown."""
+    import ctypes
+
+    class ById(ctypes.Structure):
+        _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                    ("open_flags", ctypes.c_uint32)]
+
+    class InfoAttr(ctypes.Structure):
+        _fields_ = [("fd", ctypes.c_uint32), ("len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+    fd = _bpf(BPF_PROG_GET_FD_BY_ID, ById(prog_id, 0, 0))
+    if fd < 0:
+        return ""
     try:
-        return {p["id"]: p.get("name", "?") for p in json.loads(r.stdout or "[]")}
-    except ValueError:
-        return {}
+        buf = ctypes.create_string_buffer(256)      # struct bpf_prog_info's head: name at 64
+        if _bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(fd, 256, ctypes.addressof(buf))) != 0:
+            return ""
+        return buf.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
-def per_program(a: dict[int, ProgStat], b: dict[int, ProgStat], requests: int,
-                names: dict[int, str], top: int = 6) -> str:
-    """The programs that cost most per request: 'name: hits/req x ns/hit = us/req'."""
-    rows = []
+def prog_names(pid: Optional[int] = None) -> dict[int, str]:
+    """prog_id -> name.  With pid: every program that process holds, named by
+    where it is attached (the tracepoint, from BPF_TASK_FD_QUERY on its perf
+    event fds: BCC's TRACEPOINT_PROBE names are all truncated to the same 15
+    characters), else by its kernel name (tail-called programs, uprobe links).
+    Without pid: bpftool's names of every program, when it is installed."""
+    import ctypes
+    if pid is None:
+        import shutil
+        if shutil.which("bpftool") is None:
+            return {}
+        r = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+        try:
+            return {p["id"]: p.get("name", "?") for p in json.loads(r.stdout or "[]")}
+        except ValueError:
+            return {}
+
+    class Query(ctypes.Structure):
+        _fields_ = [("pid", ctypes.c_uint32), ("fd", ctypes.c_uint32),
+                    ("flags", ctypes.c_uint32), ("buf_len", ctypes.c_uint32),
+                    ("buf", ctypes.c_uint64), ("prog_id", ctypes.c_uint32),
+                    ("fd_type", ctypes.c_uint32), ("probe_offset", ctypes.c_uint64),
+                    ("probe_addr", ctypes.c_uint64)]
+
+    out = {pid_: _prog_info_name(pid_) or str(pid_) for pid_ in prog_stats(pid)}
+    buf = ctypes.create_string_buffer(256)
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        q = Query(pid, int(fd), 0, 256, ctypes.addressof(buf))
+        if _bpf(BPF_TASK_FD_QUERY, q) == 0 and q.fd_type == 1:     # BPF_FD_TYPE_TRACEPOINT
+            out[q.prog_id] = buf.value.decode(errors="replace")
+    return out
+
+
+@dataclass
+class ProgCost:
+    """One program's runs over a measurement, per request."""
+    name: str
+    prog_type: int
+    hits: float         # runs a request
+    ns: float           # run time a request (bpf_stats)
+
+
+def program_costs(a: dict[int, ProgStat], b: dict[int, ProgStat], requests: int,
+                  names: dict[int, str], idle: Optional[dict[int, tuple[float, float]]] = None,
+                  seconds: float = 0.0) -> dict[str, ProgCost]:
+    """name -> its runs and run time per request between two prog_stats, less
+    what `idle` (prog_id -> runs, ns a second) accounts for in `seconds`."""
+    out: dict[str, ProgCost] = {}
+    n = max(requests, 1)
     for pid_, s in b.items():
         s0 = a.get(pid_, ProgStat(s.prog_type, 0, 0))
         cnt, ns = s.run_cnt - s0.run_cnt, s.run_time_ns - s0.run_time_ns
-        if cnt:
-            rows.append((ns / max(requests, 1), names.get(pid_, str(pid_)), cnt / max(requests, 1),
-                         ns / cnt))
-    rows.sort(reverse=True)
-    return "; ".join(f"{n}: {c:.1f}/req x {h:,.0f} ns = {u / 1000:.1f} us/req"
-                     for u, n, c, h in rows[:top])
+        if idle and pid_ in idle:
+            cnt = max(cnt - idle[pid_][0] * seconds, 0)
+            ns = max(ns - idle[pid_][1] * seconds, 0)
+        if not cnt:
+            continue
+        name = names.get(pid_, str(pid_))
+        c = out.setdefault(name, ProgCost(name, s.prog_type, 0.0, 0.0))
+        c.hits += cnt / n
+        c.ns += ns / n
+    return out

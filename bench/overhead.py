@@ -15,15 +15,24 @@ Figures per case and mode:
   * added time per request, from the wall clock (noisy on a shared 2-core
     machine) and from the kernel's BPF run statistics (bpf_stats_enabled):
     hits of each probe type per request x the measured cost of an *empty*
-    probe hit (the floor) + the time our programs ran beyond an empty
-    program's.  Target (issue "A tracer that costs almost nothing", figure
-    5): bpf-derived added time <= 1.2 x floor over TLS, <= 1.5 x floor over
-    plain HTTP.
+    probe hit + the time our programs ran beyond an empty program's.
+    Target (issue "A tracer that costs almost nothing", figure 5):
+    bpf-derived added time <= 1.2 x floor over TLS, <= 1.5 x floor over
+    plain HTTP.  The floor: over TLS, the probe hits priced at the empty
+    hit's cost; over plain HTTP, that plus the least cost of one
+    ring-buffer record (bench/bpfcost.py's LEAST_RECORD, measured in the
+    same run) for each record a request needs: one per head and one per
+    body end (records_needed).
 Probe hits are counted in the collector's own programs (fdinfo run_cnt), so
 with "all" they include the server's library calls and syscalls; the rate
 of hits while idle (other processes on the machine) is measured and removed.
+Each case's programs (runs, and run time beyond an empty program's, per
+request) are printed on stderr.
 
     python -m bench overhead
+    python -m bench.overhead [--cases http] [--modes watch,pid] [--rounds N]
+      (a subset: the cases whose name contains one of the words; mode "pid"
+      is "watch" by the client's pid, blind to other processes of its name)
 """
 from __future__ import annotations
 
@@ -35,9 +44,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.harness import (Figure, BenchError, bpf_stats_enabled, build_helper, fd_run_stats,
-                           hits_between, log, make_cert, median, per_program, prog_names,
-                           prog_stats, tracer)
+from bench.harness import (PROG_TYPE_KPROBE, Figure, BenchError, bpf_stats_enabled,
+                           build_helper, fd_run_stats, hits_between, log, make_cert, median,
+                           program_costs, prog_names, prog_stats, tracer)
 
 ROUNDS = 3
 SMALL = 4096
@@ -69,6 +78,26 @@ CASES = (
     Case("GET 32MiB tls", True, "get", LARGE, 4.0),
 )
 MODES = {"all": [], "watch": ["--watch", "s3bclient"]}
+PID_MODE = "pid"            # --pid CLIENT: only on request (python -m bench.overhead --modes)
+
+# http.client reads a response 8 KiB at a time: a body that fits with its
+# head comes in the call that reads the head
+FIRST_READ = 8192 - 512
+
+
+def records_needed(case: Case) -> int:
+    """Records a plain-HTTP request needs at the least (the issue's floor):
+    one per head and one per body end, a body that ends in its head's call
+    ending in that record.
+      GET: the request head, the response head (a 4 KiB body comes whole
+        with it), and the body's end if it comes in later calls: 2 (4 KiB).
+      PUT as boto3 sends it (Expect: 100-continue): the request head, the
+        interim `100 Continue` head, the request body's end (written in its
+        own call after the 100 Continue), the final answer's head
+        (Content-Length: 0): 4."""
+    if case.op == "put":
+        return 4
+    return 2 + (case.size > FIRST_READ)
 
 
 # --------------------------------------------------------------------------
@@ -91,9 +120,18 @@ class Floor:
     tp_hit_ns: float          # per program run, sys_enter + sys_exit on one syscall / 2
     uprobe_empty_run_ns: float
     tp_empty_run_ns: float
+    record_ns: float = 0.0    # the least ring-buffer record, beyond an empty program
+
+    def of(self, case: Case, up_hits: float, tp_hits: float) -> float:
+        """The floor of a request, us: its probe hits at the empty hit's
+        cost, and over plain HTTP the least records it needs."""
+        ns = up_hits * self.uprobe_hit_ns + tp_hits * self.tp_hit_ns
+        if not case.tls:
+            ns += records_needed(case) * self.record_ns
+        return ns / 1000
 
 
-def calibrate() -> Floor:
+def calibrate(records: bool = True) -> Floor:
     from s3slower.collector import hostprep
     hostprep.prepare()
     from bcc import BPF
@@ -140,14 +178,20 @@ def calibrate() -> Floor:
     finally:
         p.kill()
         p.wait(5)
+    record_ns = 0.0
+    if records:
+        from bench.bpfcost import LEAST_RECORD, least_record_ns
+        record_ns = least_record_ns()
     f = Floor(uprobe_hit_ns=(pair - base_call) / 2, uprobe_single_ns=single - base_call,
               tp_hit_ns=(tp_sys - base_sys) / 2, uprobe_empty_run_ns=up_rt,
-              tp_empty_run_ns=tp_rt)
+              tp_empty_run_ns=tp_rt, record_ns=record_ns)
     log(f"floor: empty uprobe {f.uprobe_single_ns / 1000:.2f} us alone, "
         f"{f.uprobe_hit_ns / 1000:.2f} us per hit of an entry+return pair; empty tracepoint "
         f"{f.tp_hit_ns / 1000:.3f} us per hit (syscall {base_sys:.0f} ns untraced); an empty "
         f"program runs {f.uprobe_empty_run_ns:.0f} ns (uprobe) / {f.tp_empty_run_ns:.0f} ns "
-        f"(tracepoint) by bpf_stats")
+        f"(tracepoint) by bpf_stats"
+        + (f"; the least record ({LEAST_RECORD}) {f.record_ns:.0f} ns beyond an empty program"
+           if records else ""))
     return f
 
 
@@ -213,6 +257,7 @@ class Tally:
     tp_cnt: int = 0
     tp_ns: int = 0
     rounds: list = field(default_factory=list)
+    programs: dict = field(default_factory=dict)  # name -> [runs, run ns, type], idle removed
 
     def add(self, r: dict) -> None:
         self.requests += r["requests"]
@@ -225,24 +270,28 @@ class Tally:
         return self.seconds / max(self.requests, 1)
 
 
-def _traced_round(w: Workload, mode_args: list[str], tallies: dict,
-                  detail: bool = False) -> dict:
+def _traced_round(w: Workload, mode_args: list[str], tallies: dict) -> dict:
     with tracer(mode_args) as t:
-        names = prog_names() if detail else {}
+        names = prog_names(t.pid)
         s0 = prog_stats(t.pid)
         time.sleep(IDLE_S)
         s1 = prog_stats(t.pid)
         idle = hits_between(s0, s1)
+        idle_by_prog = {i: ((s.run_cnt - s0[i].run_cnt) / IDLE_S,
+                            (s.run_time_ns - s0[i].run_time_ns) / IDLE_S)
+                        for i, s in s1.items() if i in s0}
         for case in CASES:
             a = prog_stats(t.pid)
             r = w.run(case)
             z = prog_stats(t.pid)
             h = hits_between(a, z)
-            if detail:
-                log(f"  programs, {case.name}: {per_program(a, z, r['requests'], names)}")
             k = r["seconds"] / IDLE_S
             tl = tallies[case.name]
             tl.add(r)
+            for name, pc in program_costs(a, z, 1, names, idle_by_prog, r["seconds"]).items():
+                acc = tl.programs.setdefault(name, [0.0, 0.0, pc.prog_type])
+                acc[0] += pc.hits
+                acc[1] += pc.ns
             tl.up_cnt += max(h.uprobe_cnt - int(idle.uprobe_cnt * k), 0)
             tl.up_ns += max(h.uprobe_ns - int(idle.uprobe_ns * k), 0)
             tl.tp_cnt += max(h.tp_cnt - int(idle.tp_cnt * k), 0)
@@ -250,8 +299,8 @@ def _traced_round(w: Workload, mode_args: list[str], tallies: dict,
     return t.summary("collector")
 
 
-def run(quick: bool = False) -> list[Figure]:
-    rounds = 1 if quick else ROUNDS
+def run(quick: bool = False, rounds: int = 0, modes=None) -> list[Figure]:
+    rounds = rounds or (1 if quick else ROUNDS)
     figures: list[Figure] = []
     with bpf_stats_enabled():
         floor = calibrate()
@@ -263,7 +312,8 @@ def run(quick: bool = False) -> list[Figure]:
                               "us"))
         w = Workload()
         try:
-            for mode, args in MODES.items():
+            for mode in modes or MODES:
+                args = ["--pid", str(w.client_pid)] if mode == PID_MODE else MODES[mode]
                 base = {c.name: Tally() for c in CASES}
                 traced = {c.name: Tally() for c in CASES}
                 lost = {}
@@ -274,7 +324,7 @@ def run(quick: bool = False) -> list[Figure]:
                             for case in CASES:
                                 base[case.name].add(w.run(case))
                         else:
-                            lost = _traced_round(w, args, traced, detail=rnd == 0).get("lost", {})
+                            lost = _traced_round(w, args, traced).get("lost", {})
                     log(f"overhead [{mode}] round {rnd + 1}/{rounds} done; collector lost {lost}")
                 figures += _figures(mode, floor, base, traced)
         finally:
@@ -293,7 +343,9 @@ def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
         added_wall_us = (t.s_per_req - b.s_per_req) * 1e6
         n = max(t.requests, 1)
         up_hits, tp_hits = t.up_cnt / n, t.tp_cnt / n
-        floor_us = (up_hits * floor.uprobe_hit_ns + tp_hits * floor.tp_hit_ns) / 1000
+        hits_us = (up_hits * floor.uprobe_hit_ns + tp_hits * floor.tp_hit_ns) / 1000
+        floor_us = floor.of(case, up_hits, tp_hits)
+        _log_programs(mode, case, floor, t)
         extra_run_us = ((t.up_ns - t.up_cnt * floor.uprobe_empty_run_ns)
                         + (t.tp_ns - t.tp_cnt * floor.tp_empty_run_ns)) / n / 1000
         added_bpf_us = floor_us + extra_run_us
@@ -315,12 +367,41 @@ def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
             note=f"{rate_b:,.1f} -> {rate_t:,.1f} {unit}; wall-clock added "
                  f"{added_wall_us:.1f} us/request; floor alone gives ratio {floor_ratio:.3f}"))
         factor = FLOOR_FACTOR[case.tls]
+        if case.tls:
+            what_floor = (f"per request: {up_hits:.1f} uprobe hits + {tp_hits:.1f} tracepoint "
+                          f"hits = floor {floor_us:.1f} us")
+        else:
+            what_floor = (f"per request: {up_hits:.1f} uprobe hits + {tp_hits:.1f} tracepoint "
+                          f"hits = {hits_us:.2f} us, + {records_needed(case)} records (one per "
+                          f"head and one per body end"
+                          + (": request head, 100 Continue, request body end, final head"
+                             if case.op == "put" else "") +
+                          f") x {floor.record_ns:.0f} ns = floor {floor_us:.2f} us")
         out.append(Figure(
             f"overhead {case.name} [{mode}]: added us/request (bpf_stats)", added_bpf_us, "us",
-            f"<= {factor} x floor = {factor * floor_us:.1f} us", added_bpf_us <= factor * floor_us,
-            note=f"per request: {up_hits:.1f} uprobe hits + {tp_hits:.1f} tracepoint hits "
-                 f"= floor {floor_us:.1f} us; programs ran {extra_run_us:.2f} us beyond empty"))
+            f"<= {factor} x floor = {factor * floor_us:.2f} us",
+            added_bpf_us <= factor * floor_us,
+            note=f"{what_floor}; programs ran {extra_run_us:.2f} us beyond empty "
+                 f"({added_bpf_us / floor_us if floor_us else 0:.2f} x floor)"))
     return out
+
+
+def _log_programs(mode: str, case: Case, floor: Floor, t: Tally) -> None:
+    """Each program's runs and time per request, on stderr, costliest first.
+    A tail-called program (io_exit_tp, frame_head_tp, ...) runs inside its
+    caller's run: bpf_stats counts its time in the caller's (sys_exit_*)."""
+    n = max(t.requests, 1)
+    rows = []
+    for name, (hits, ns, ptype) in t.programs.items():
+        empty = floor.uprobe_empty_run_ns if ptype == PROG_TYPE_KPROBE else floor.tp_empty_run_ns
+        rows.append((ns - hits * empty, name, hits, ns))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows) / n
+    log(f"overhead [{mode}] {case.name}: programs, per request ({total / 1000:.2f} us beyond "
+        f"empty programs in all; tail calls inside their callers): "
+        + "; ".join(f"{name} {hits / n:.2f} runs x {ns / max(hits, 1e-9):,.0f} ns "
+                    f"= {beyond / n:,.0f} ns beyond empty"
+                    for beyond, name, hits, ns in rows if hits / n >= 0.005))
 
 
 # --------------------------------------------------------------------------
@@ -355,7 +436,7 @@ def sweep(mode: str = "watch", seconds: float = 3.0) -> None:
     for c in cases:
         b, t = base[c.name], traced[c.name]
         n = max(t.requests, 1)
-        floor_us = (t.up_cnt / n * floor.uprobe_hit_ns + t.tp_cnt / n * floor.tp_hit_ns) / 1000
+        floor_us = floor.of(c, t.up_cnt / n, t.tp_cnt / n)
         bpf_us = floor_us + ((t.up_ns - t.up_cnt * floor.uprobe_empty_run_ns)
                              + (t.tp_ns - t.tp_cnt * floor.tp_empty_run_ns)) / n / 1000
         rb, rt = b.requests / b.seconds, t.requests / t.seconds
@@ -364,9 +445,26 @@ def sweep(mode: str = "watch", seconds: float = 3.0) -> None:
               f"{t.tp_cnt / n:8.1f} {floor_us:9.1f} {bpf_us:8.1f}")
 
 
+def main(argv=None) -> None:
+    import argparse
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sizes"]:
+        sweep(*(argv[1:2] or ["watch"]))
+        return
+    ap = argparse.ArgumentParser(prog="python -m bench.overhead")
+    ap.add_argument("--cases", default="", help="comma-separated words: the cases whose "
+                    "name contains one (e.g. http, GET)")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"comma-separated, of {', '.join(MODES)}, {PID_MODE}")
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    a = ap.parse_args(argv)
+    global CASES
+    words = [x for x in a.cases.split(",") if x]
+    if words:
+        CASES = tuple(c for c in CASES if any(x in c.name for x in words))
+    from bench.harness import print_table
+    print_table(run(rounds=a.rounds, modes=[m for m in a.modes.split(",") if m]))
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["sizes"]:
-        sweep(*(sys.argv[2:3] or ["watch"]))
-    else:
-        from bench.harness import print_table
-        print_table(run())
+    main()
