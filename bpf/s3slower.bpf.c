@@ -689,14 +689,13 @@ static __always_inline void send_tiny(struct record *r, struct conn_t *c, u32 fd
     tiny_heads.delete(&id);
 }
 
-/* Tiny reads while a head is due (*cap == len <= TINY_MAX, in r->data): held
- * until the head ends.  HELD: held; NOT_HELD: go on with r->data, *cap,
- * *start (the whole head gathered); HELD_SENT: too long to hold, what was
- * held went out as it was (through r->data, so this call's bytes must be
- * read again) and framing is off. */
+/* What hold_tiny (NOT_HELD, HELD, HELD_SENT) and hold_tiny_user (TINY_FALLBACK,
+ * HELD, TINY_GATHERED) answer: see each. */
 enum { NOT_HELD = 0, HELD = 1, HELD_SENT = 2 };
-static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *start,
-                                     u64 end, u32 fd, u8 source, u32 *cap)
+enum { TINY_FALLBACK = 0, TINY_GATHERED = 2 };
+
+/* The connection's held tiny reads, made empty when there are none yet. */
+static __always_inline struct tiny_t *tiny_entry(struct conn_t *c)
 {
     u64 id = c->id;
     struct tiny_t *t = tiny_heads.lookup(&id);
@@ -704,76 +703,28 @@ static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *st
         struct tiny_t fresh = {};
         tiny_heads.update(&id, &fresh);
         t = tiny_heads.lookup(&id);
-        if (!t)
-            return NOT_HELD;
     }
-    if (!c->pending) {
-        t->len = 0;
-        t->start_ns = *start;
-        t->source = source;
-        c->pending = 1;
-    }
-    u32 off = t->len & (TINY_MAX - 1);
-    u32 n = *cap & (2 * TINY_MAX - 1);
-    if (off + n > TINY_MAX) {           /* longer than is held: framing off */
-        send_tiny(r, c, fd);
-        c->f[S3S_INGRESS].mode = FR_PASS;
-        return HELD_SENT;
-    }
-    if (n && bpf_probe_read_kernel(t->data + off, n, r->data) != 0)
-        return NOT_HELD;
-    t->len = off + n;
-    t->end_ns = end;
-    u32 k = t->len & TINY_MASK;
-    if (k < 4 || t->data[(k - 4) & TINY_MASK] != '\r' || t->data[(k - 3) & TINY_MASK] != '\n' ||
-        t->data[(k - 2) & TINY_MASK] != '\r' || t->data[(k - 1) & TINY_MASK] != '\n')
-        return HELD;
-    if (bpf_probe_read_kernel(r->data, k, t->data) != 0)
-        return NOT_HELD;
-    *cap = k;
-    *start = t->start_ns;
-    c->pending = 0;
-    return NOT_HELD;
+    return t;
 }
 
-/* hold_tiny for a call of len <= TINY_MAX bytes not read yet (at buf): its
- * bytes go from user memory straight to where they are held, not through
- * r->data (one copy a read, not two).  TINY_GATHERED: the head is whole, in
- * r->data (*cap, *start as hold_tiny leaves them); TINY_FALLBACK: the call
- * goes out as hold_tiny would leave it (held bytes sent and framing off, or
- * not held at all): read it into r->data as any call; HELD: held. */
-enum { TINY_FALLBACK = 0, TINY_GATHERED = 2 };
-static __always_inline int hold_tiny_user(struct record *r, struct conn_t *c, u64 *start,
-                                          u64 end, u32 fd, u8 source, const void *buf,
-                                          u32 len, u32 *cap)
+/* A first tiny read starts what is held (from its start, its source). */
+static __always_inline void tiny_begin(struct conn_t *c, struct tiny_t *t, u64 start, u8 source)
 {
-    u64 id = c->id;
-    struct tiny_t *t = tiny_heads.lookup(&id);
-    if (!t) {
-        struct tiny_t fresh = {};
-        tiny_heads.update(&id, &fresh);
-        t = tiny_heads.lookup(&id);
-        if (!t)
-            return TINY_FALLBACK;
-    }
-    u32 off = c->pending ? t->len & (TINY_MAX - 1) : 0;
-    u32 n = len;
-    asm volatile("%0 &= 63" : "+r"(n));     /* 2 * TINY_MAX - 1, kept for the verifier */
-    /* read first: a call whose bytes cannot be read is not held (as before) */
-    if (bpf_probe_read_user(t->data + off, n, buf) != 0)
-        return TINY_FALLBACK;
-    if (!c->pending) {
-        t->len = 0;
-        t->start_ns = *start;
-        t->source = source;
-        c->pending = 1;
-    }
-    if (off + n > TINY_MAX) {           /* longer than is held: framing off */
-        send_tiny(r, c, fd);
-        c->f[S3S_INGRESS].mode = FR_PASS;
-        return TINY_FALLBACK;
-    }
-    t->len = off + n;
+    if (c->pending)
+        return;
+    t->len = 0;
+    t->start_ns = start;
+    t->source = source;
+    c->pending = 1;
+}
+
+/* The held bytes now end at len (at end): HELD while the head is not whole;
+ * TINY_GATHERED when it is, gathered into r->data (*cap, *start: the first
+ * read's); TINY_FALLBACK when it could not be gathered. */
+static __always_inline int tiny_add(struct record *r, struct conn_t *c, struct tiny_t *t,
+                                    u64 *start, u64 end, u32 len, u32 *cap)
+{
+    t->len = len;
     t->end_ns = end;
     u32 k = t->len & TINY_MASK;
     if (k < 4 || t->data[(k - 4) & TINY_MASK] != '\r' || t->data[(k - 3) & TINY_MASK] != '\n' ||
@@ -785,6 +736,59 @@ static __always_inline int hold_tiny_user(struct record *r, struct conn_t *c, u6
     *start = t->start_ns;
     c->pending = 0;
     return TINY_GATHERED;
+}
+
+/* Tiny reads while a head is due (*cap == len <= TINY_MAX, in r->data): held
+ * until the head ends.  HELD: held; NOT_HELD: go on with r->data, *cap,
+ * *start (the whole head gathered); HELD_SENT: too long to hold, what was
+ * held went out as it was (through r->data, so this call's bytes must be
+ * read again) and framing is off. */
+static __always_inline int hold_tiny(struct record *r, struct conn_t *c, u64 *start,
+                                     u64 end, u32 fd, u8 source, u32 *cap)
+{
+    struct tiny_t *t = tiny_entry(c);
+    if (!t)
+        return NOT_HELD;
+    tiny_begin(c, t, *start, source);
+    u32 off = t->len & (TINY_MAX - 1);
+    u32 n = *cap & (2 * TINY_MAX - 1);
+    if (off + n > TINY_MAX) {           /* longer than is held: framing off */
+        send_tiny(r, c, fd);
+        c->f[S3S_INGRESS].mode = FR_PASS;
+        return HELD_SENT;
+    }
+    if (n && bpf_probe_read_kernel(t->data + off, n, r->data) != 0)
+        return NOT_HELD;
+    /* gathered or not, the call goes on with r->data */
+    return tiny_add(r, c, t, start, end, off + n, cap) == HELD ? HELD : NOT_HELD;
+}
+
+/* hold_tiny for a call of len <= TINY_MAX bytes not read yet (at buf): its
+ * bytes go from user memory straight to where they are held, not through
+ * r->data (one copy a read, not two).  TINY_GATHERED: the head is whole, in
+ * r->data (*cap, *start as hold_tiny leaves them); TINY_FALLBACK: the call
+ * goes out as hold_tiny would leave it (held bytes sent and framing off, or
+ * not held at all): read it into r->data as any call; HELD: held. */
+static __always_inline int hold_tiny_user(struct record *r, struct conn_t *c, u64 *start,
+                                          u64 end, u32 fd, u8 source, const void *buf,
+                                          u32 len, u32 *cap)
+{
+    struct tiny_t *t = tiny_entry(c);
+    if (!t)
+        return TINY_FALLBACK;
+    u32 off = c->pending ? t->len & (TINY_MAX - 1) : 0;
+    u32 n = len;
+    asm volatile("%0 &= 63" : "+r"(n));     /* 2 * TINY_MAX - 1, kept for the verifier */
+    /* read first: a call whose bytes cannot be read is not held (as before) */
+    if (bpf_probe_read_user(t->data + off, n, buf) != 0)
+        return TINY_FALLBACK;
+    tiny_begin(c, t, *start, source);
+    if (off + n > TINY_MAX) {           /* longer than is held: framing off */
+        send_tiny(r, c, fd);
+        c->f[S3S_INGRESS].mode = FR_PASS;
+        return TINY_FALLBACK;
+    }
+    return tiny_add(r, c, t, start, end, off + n, cap);
 }
 
 /* A connection closes: what it holds goes out before its CLOSE record. */
