@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from s3slower.collector import bpfsys
+from s3slower.collector.bpfsys import PROG_TYPE_KPROBE
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
@@ -232,8 +235,6 @@ def aggregator_pid(run_pid: int) -> int:
 # --------------------------------------------------------------------------
 # the kernel's BPF run statistics
 
-PROG_TYPE_KPROBE = 2        # uprobes and uretprobes are kprobe-type programs
-PROG_TYPE_TRACEPOINT = 5
 
 
 @dataclass(frozen=True)
@@ -415,19 +416,12 @@ def profile_inclusive(path: Path, n: int = 15) -> list[tuple[float, str]]:
     return [(c / total, f) for f, c in top] if total else []
 
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}
-BPF_PROG_GET_FD_BY_ID = 13
-BPF_OBJ_GET_INFO_BY_FD = 15
-BPF_TASK_FD_QUERY = 20
-
-
 def _bpf(cmd: int, attr) -> int:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    nr = _SYS_BPF.get(os.uname().machine)
-    if nr is None:
+    """bpf(2) as collector/bpfsys issues it; -1 when it is refused."""
+    try:
+        return bpfsys.bpf(cmd, attr, "bench")
+    except (OSError, KeyError):         # KeyError: a machine bpfsys has no call number for
         return -1
-    return libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def _prog_info_name(prog_id: int) -> str:
@@ -441,12 +435,12 @@ def _prog_info_name(prog_id: int) -> str:
     class InfoAttr(ctypes.Structure):
         _fields_ = [("fd", ctypes.c_uint32), ("len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
 
-    fd = _bpf(BPF_PROG_GET_FD_BY_ID, ById(prog_id, 0, 0))
+    fd = _bpf(bpfsys.PROG_GET_FD_BY_ID, ById(prog_id, 0, 0))
     if fd < 0:
         return ""
     try:
         buf = ctypes.create_string_buffer(256)      # struct bpf_prog_info's head: name at 64
-        if _bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(fd, 256, ctypes.addressof(buf))) != 0:
+        if _bpf(bpfsys.OBJ_GET_INFO_BY_FD, InfoAttr(fd, 256, ctypes.addressof(buf))) != 0:
             return ""
         return buf.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
     finally:
@@ -481,7 +475,7 @@ def prog_names(pid: Optional[int] = None) -> dict[int, str]:
     buf = ctypes.create_string_buffer(256)
     for fd in os.listdir(f"/proc/{pid}/fd"):
         q = Query(pid, int(fd), 0, 256, ctypes.addressof(buf))
-        if _bpf(BPF_TASK_FD_QUERY, q) == 0 and q.fd_type == 1:     # BPF_FD_TYPE_TRACEPOINT
+        if _bpf(bpfsys.TASK_FD_QUERY, q) == 0 and q.fd_type == 1:     # BPF_FD_TYPE_TRACEPOINT
             out[q.prog_id] = buf.value.decode(errors="replace")
     return out
 

@@ -227,7 +227,7 @@ class Map:
         self.Key = BPF._decode_table_type(json.loads(key_desc))
         self.Leaf = BPF._decode_table_type(json.loads(leaf_desc))
         # per-CPU maps: one value a possible CPU, each rounded up to 8 bytes
-        self._cpus = len(get_possible_cpus()) if info.type in (5, 6, 10) else 0
+        self._cpus = len(get_possible_cpus()) if info.type in bpfsys.MAP_TYPES_PER_CPU else 0
 
     def __getitem__(self, key):
         if self._cpus:

@@ -12,12 +12,17 @@ import os
 import struct
 from dataclasses import dataclass
 
-MAP_CREATE = 0
+MAP_CREATE = 0                      # enum bpf_cmd
 PROG_LOAD = 5
+PROG_GET_FD_BY_ID = 13
 OBJ_GET_INFO_BY_FD = 15
 BTF_LOAD = 18
 BTF_GET_FD_BY_ID = 19
+TASK_FD_QUERY = 20
 LINK_CREATE = 28
+PROG_TYPE_KPROBE = 2                # enum bpf_prog_type: uprobes are kprobe-type programs
+PROG_TYPE_TRACEPOINT = 5
+MAP_TYPES_PER_CPU = (5, 6, 10)      # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}
 _ATTR_SIZE = 128                    # >= every prefix packed here
@@ -32,8 +37,10 @@ def supported_machine(machine: str = "") -> bool:
 
 def bpf(cmd: int, attr, what: str) -> int:
     """bpf(cmd, attr): the returned value (an fd for the creating commands);
-    OSError naming `what` when the kernel refuses."""
-    ret = _libc.syscall(_SYS_BPF[os.uname().machine], cmd, attr, ctypes.sizeof(attr))
+    OSError naming `what` when the kernel refuses.  attr: a ctypes buffer or
+    structure."""
+    ret = _libc.syscall(_SYS_BPF[os.uname().machine], cmd, ctypes.byref(attr),
+                        ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from s3slower import bpf as bpf_src
 from s3slower.collector import bpfobject, uprobe_links
+from s3slower.collector.bpfsys import PROG_TYPE_KPROBE, PROG_TYPE_TRACEPOINT
 from s3slower.collector.libraries import Library, ProbePoint
 from s3slower.common.events import COMM_LEN, KERNEL_LOSS_SLOTS
 from s3slower.common.losses import Loss
@@ -28,8 +29,6 @@ from s3slower.reasons import note
 # the hash maps (the task-local `threads` cannot be listed; it dies with its thread)
 MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_go", "go_pids", "seen_pids")
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
-PROG_TYPE_KPROBE = 2        # uprobes are kprobe-type programs
-PROG_TYPE_TRACEPOINT = 5
 # Programs that others tail-call (their code verified once): the program
 # array that holds each, the function, tracepoint or uprobe type.
 SHARED_PROGRAMS = (("io_exits", "io_exit_tp", "tp"), ("frame_tp", "frame_head_tp", "tp"),
