@@ -68,11 +68,11 @@ def parse_head(head: bytes | bytearray, is_request: bool,
     headers: dict[str, str] = {}
     for raw in lines[1:]:
         name, sep, value = raw.partition(":")
-        key = _KEYS.get(name)
-        if key is None or not sep:
-            key = _key(name) if sep else None
-            if key is None:
-                return None
+        if not sep:
+            return None
+        key = _KEYS.get(name) or _key(name)
+        if key is None:
+            return None
         headers[key] = value.strip()
     if len(headers) != len(lines) - 1:      # a name repeated: join its values
         headers = _joined(lines)

@@ -36,7 +36,7 @@ from s3slower.aggregator.multipart import DEFAULT_IDLE_S, MultipartTracker
 from s3slower.aggregator.opaque import OpaqueTls, OpaqueTracker, Who
 from s3slower.aggregator.records import Record
 from s3slower.aggregator.retries import RetryTracker
-from s3slower.common.events import Direction, Kind, MalformedEvent, decode_event
+from s3slower.common.events import KIND_DATA, Direction, Kind, MalformedEvent, decode_event
 from s3slower.common.losses import Loss, from_heartbeat
 from s3slower.common.protocol import Message, MsgKind
 from s3slower.reasons import note
@@ -50,7 +50,7 @@ MAX_COLLECTORS = 10_000           # a fleet; more host names than this is garbag
 MAX_COUNTER_NAMES = 64            # names in one heartbeat's stats / lost maps
 DEFAULT_REQUEST_TIMEOUT_NS = 60 * 1_000_000_000
 IDLE_CONNECTION_NS = 15 * 60 * 1_000_000_000
-_DATA, _EGRESS = int(Kind.DATA), int(Direction.EGRESS)     # plain ints: per record
+_EGRESS = int(Direction.EGRESS)     # a plain int: per record
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class Pipeline:
                 continue
             self._events += 1
             key = (instance, ev.pid, ev.conn_id)
-            if ev.kind == _DATA:
+            if ev.kind == KIND_DATA:
                 conn = conns.get(key)
                 if conn is None:
                     conn = self._new_conn(key, msg, ev.comm, out)

@@ -26,7 +26,8 @@ from s3slower.collector.probes import Probes
 from s3slower.collector.publisher import Publisher
 from s3slower.collector.tlsstack import StackGuesser
 from s3slower.collector.tracker import Tracker
-from s3slower.common.events import Kind, MalformedEvent, decode_event, peek_kind, peek_pid
+from s3slower.common.events import (KIND_DATA, Kind, MalformedEvent, decode_event, peek_kind,
+                                    peek_pid)
 from s3slower.common.losses import Loss, heartbeat_maps, summary
 from s3slower.common.protocol import MsgKind
 from s3slower.common.targets import ProcInfo, Selection, Target
@@ -51,7 +52,6 @@ HEARTBEAT_NS = 1_000_000_000
 # kernel reports the EXIT of at most this many (its seen_pids map), so beyond
 # it the set starts afresh (a process announced twice is harmless).
 MAX_ANNOUNCED = 65536
-_DATA = int(Kind.DATA)          # a plain int: compared for every record
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Collector:
     # Called from inside ring_buffer_poll for every record: keep it short.
     def _on_record(self, raw: bytes) -> None:
         kind = peek_kind(raw)
-        if kind != _DATA:
+        if kind != KIND_DATA:
             if kind == Kind.MMAP:       # for the tracker only
                 self._mmaps.add(peek_pid(raw))
                 return

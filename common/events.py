@@ -114,7 +114,7 @@ def decode_event(raw: bytes) -> Event:
         raise MalformedEvent(f"record of {len(raw)} bytes is shorter than the header")
     (start, end, conn_id, pid, tid, fd, length, cap_len, kind, direction,
      source, tail_len, comm, tail) = HEADER.unpack_from(raw)
-    if cap_len != len(raw) - HEADER_SIZE or cap_len > length and kind == _DATA:
+    if cap_len != len(raw) - HEADER_SIZE or cap_len > length and kind == KIND_DATA:
         raise MalformedEvent(f"record claims {cap_len} captured bytes, carries {len(raw) - HEADER_SIZE}")
     if kind not in _KINDS or direction > 1 or source > 5 or tail_len > TAIL_LEN:
         raise MalformedEvent(f"record with kind={kind} dir={direction} source={source}")
@@ -126,7 +126,7 @@ def decode_event(raw: bytes) -> Event:
 
 
 _KINDS = frozenset(int(k) for k in Kind)
-_DATA = int(Kind.DATA)
+KIND_DATA = int(Kind.DATA)      # a plain int: compared for every record
 # comm field -> its text: a host's records carry a few hundred thread names
 MAX_COMMS = 4096
 _COMMS: dict[bytes, str] = {}
