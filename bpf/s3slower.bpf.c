@@ -1387,8 +1387,8 @@ static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid,
     sk.pid = tgid;
     u64 key;
     struct conn_t *c = 0;
+    struct ssl_fd_t *b = ssl_fds.lookup(&sk);
     if (a->fd < 0) {
-        struct ssl_fd_t *b = ssl_fds.lookup(&sk);
         if (b) {
             key = conn_key(tgid, b->fd);
             c = conns.lookup(&key);
@@ -1404,7 +1404,9 @@ static __always_inline struct conn_t *tls_conn(struct tls_args_t *a, u32 tgid,
     }
     key = conn_key(tgid, a->fd);    /* nested syscall, or the read just before */
     c = conns.lookup(&key);
-    if (c) {
+    /* bound already (every call after the first): no update, which in an
+     * LRU map costs several times a lookup */
+    if (c && !(b && b->fd == a->fd && b->conn_id == c->id)) {
         struct ssl_fd_t v = {};
         v.conn_id = c->id;
         v.fd = a->fd;
@@ -1585,7 +1587,8 @@ static __always_inline int go_enter(struct pt_regs *ctx, u8 fn, u8 dir)
     a.len = (u32)ctx->cx;
     active_go.update(&k, &a);
     u8 one = 1;
-    go_pids.update(&tgid, &one);
+    if (!go_pids.lookup(&tgid))         /* an update costs several lookups */
+        go_pids.update(&tgid, &one);
     return 0;
 }
 
