@@ -22,7 +22,10 @@ Figures per case and mode:
     hit's cost; over plain HTTP, that plus the least cost of one
     ring-buffer record (bench/bpfcost.py's LEAST_RECORD, measured in the
     same run) for each record a request needs: one per head and one per
-    body end (records_needed).
+    body end (records_needed).  Beside it, for context (no target): the same
+    floor with each hit's empty program priced as it runs between the real
+    client's calls (empty_in_workload: its code and data out of cache), not
+    in calibrate()'s loop.
 Probe hits are counted in the collector's own programs (fdinfo run_cnt), so
 with "all" they include the server's library calls and syscalls; the rate
 of hits while idle (other processes on the machine) is measured and removed.
@@ -113,6 +116,12 @@ int empty_return(struct pt_regs *ctx) { return 0; }
 """
 
 
+# The I/O syscalls whose tracepoints a plain-HTTP request hits
+IO_SYSCALLS = ("read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg")
+EMPTY_IO_TP = "".join(f"TRACEPOINT_PROBE(syscalls, sys_{e}_{s}) {{ return 0; }}\n"
+                      for s in IO_SYSCALLS for e in ("enter", "exit"))
+
+
 @dataclass(frozen=True)
 class Floor:
     uprobe_hit_ns: float      # per program run, uprobe + uretprobe on one function / 2
@@ -129,6 +138,37 @@ class Floor:
         if not case.tls:
             ns += records_needed(case) * self.record_ns
         return ns / 1000
+
+
+def empty_in_workload(w: "Workload", cases) -> dict[str, float]:
+    """case name -> ns an *empty* program runs per hit of the I/O tracepoints
+    while that case runs untraced (by bpf_stats, other processes' hits while
+    idle removed).  calibrate() measures it in a loop, where the program and
+    its path stay in cache; between a real client's calls they do not, and
+    what any program costs there bounds what ours can."""
+    from bcc import BPF
+    b = BPF(text=EMPTY_IO_TP)
+    try:
+        fds = [f.fd for f in b.funcs.values()]
+
+        def total() -> tuple[int, int]:
+            runs = [fd_run_stats(fd) for fd in fds]
+            return sum(r[0] for r in runs), sum(r[1] for r in runs)
+
+        c0, n0 = total()
+        time.sleep(IDLE_S)
+        c1, n1 = total()
+        idle_cnt, idle_ns = (c1 - c0) / IDLE_S, (n1 - n0) / IDLE_S
+        out = {}
+        for case in cases:
+            a = total()
+            r = w.run(case)
+            z = total()
+            cnt = max(z[0] - a[0] - idle_cnt * r["seconds"], 1)
+            out[case.name] = max(z[1] - a[1] - idle_ns * r["seconds"], 0) / cnt
+    finally:
+        b.cleanup()
+    return out
 
 
 def calibrate(records: bool = True) -> Floor:
@@ -312,6 +352,10 @@ def run(quick: bool = False, rounds: int = 0, modes=None) -> list[Figure]:
                               "us"))
         w = Workload()
         try:
+            cold = empty_in_workload(w, [c for c in CASES if not c.tls])
+            log("an empty program per hit of the I/O tracepoints, in the workload: "
+                + ", ".join(f"{k} {v:.0f} ns" for k, v in cold.items())
+                + f" (in a loop: {floor.tp_empty_run_ns:.0f} ns)")
             for mode in modes or MODES:
                 args = ["--pid", str(w.client_pid)] if mode == PID_MODE else MODES[mode]
                 base = {c.name: Tally() for c in CASES}
@@ -326,13 +370,14 @@ def run(quick: bool = False, rounds: int = 0, modes=None) -> list[Figure]:
                         else:
                             lost = _traced_round(w, args, traced).get("lost", {})
                     log(f"overhead [{mode}] round {rnd + 1}/{rounds} done; collector lost {lost}")
-                figures += _figures(mode, floor, base, traced)
+                figures += _figures(mode, floor, base, traced, cold)
         finally:
             w.close()
     return figures
 
 
-def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
+def _figures(mode: str, floor: Floor, base: dict, traced: dict,
+             cold: dict[str, float]) -> list[Figure]:
     out = []
     for case in CASES:
         b, t = base[case.name], traced[case.name]
@@ -348,7 +393,7 @@ def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
         _log_programs(mode, case, floor, t)
         extra_run_us = ((t.up_ns - t.up_cnt * floor.uprobe_empty_run_ns)
                         + (t.tp_ns - t.tp_cnt * floor.tp_empty_run_ns)) / n / 1000
-        added_bpf_us = floor_us + extra_run_us
+        added_bpf_us = hits_us + extra_run_us     # the records' cost is in the run time
         floor_ratio = b.s_per_req / (b.s_per_req + floor_us / 1e6)
         ratio_target = (not case.tls) or mode == "watch"
         unit = "MB/s" if case.large else "req/s"
@@ -383,6 +428,16 @@ def _figures(mode: str, floor: Floor, base: dict, traced: dict) -> list[Figure]:
             added_bpf_us <= factor * floor_us,
             note=f"{what_floor}; programs ran {extra_run_us:.2f} us beyond empty "
                  f"({added_bpf_us / floor_us if floor_us else 0:.2f} x floor)"))
+        if case.name in cold:
+            # the same floor with each hit's empty program run as it runs in
+            # this workload, not in a loop: context for the figure above
+            cold_us = floor_us + tp_hits * (cold[case.name] - floor.tp_empty_run_ns) / 1000
+            out.append(Figure(
+                f"overhead {case.name} [{mode}]: added / floor with empty runs in the workload",
+                added_bpf_us / cold_us, "",
+                note=f"an empty program runs {cold[case.name]:.0f} ns per hit between this "
+                     f"client's calls ({floor.tp_empty_run_ns:.0f} ns in a loop): floor "
+                     f"{cold_us:.2f} us, added {added_bpf_us:.2f} us"))
     return out
 
 
