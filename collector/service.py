@@ -37,15 +37,19 @@ __all__ = ["Collector", "CollectorStats", "Tracker"]
 BATCH_MAX_EVENTS = 1024          # one message carries at most this many records
 BATCH_MAX_BYTES = 1024 * 1024    # ... or this many bytes (well under MAX_MESSAGE_BYTES)
 # After a small drain, records gather this long before one drain and one
-# message (light traffic: at most 50 drains a second, a record waits at most
-# ~20 ms).  A drain that found records sleeps this long at once: more are
-# coming, and on a VM each wake-up costs tens of microseconds of CPU, so the
-# steady case wakes once per drain, not once on the ring and once more after
-# the gather.  A drain that found none waits on the ring first.  After a drain
-# of GATHER_BELOW records or more the ring is busy and is drained again at
-# once, so a burst never waits in it (10,000 connections opening at once
-# filled the 8 MiB ring in 20 ms).
-GATHER_S = 0.020
+# message (light traffic: at most 20 drains a second, a record waits at most
+# ~50 ms).  Each drain costs both halves far more than its records do (their
+# code and data are cold after the client's own work): at 1,400 boto3
+# requests a second, 50 ms instead of 20 took ~35 % off the CPU both halves
+# spend a request.  A drain that found records gathers at once: more are
+# coming.  A drain that found none waits on the ring first.  While records
+# gather, the ring's fill is looked at every GATHER_CHECK_NS (two words of
+# its first pages, no drain) and a quarter of the ring waiting ends the
+# gather: a burst from idle (10,000 connections opening at once filled the
+# 8 MiB ring in 20 ms) is drained before it fills the ring.  After a drain of
+# GATHER_BELOW records or more the ring is busy and is drained again at once.
+GATHER_NS = 50_000_000
+GATHER_CHECK_NS = 10_000_000
 GATHER_BELOW = 256
 HEARTBEAT_NS = 1_000_000_000
 # Processes announced when tracing everything, forgotten at their EXIT; the
@@ -205,12 +209,22 @@ class Collector:
                 if n >= GATHER_BELOW:
                     continue            # busy: drain again at once
                 if n or waiter.wait(max(0, next_hb - self.clock()) // 1_000_000):
-                    time.sleep(GATHER_S)
+                    self._gather(waiter)
         self.tracker.finder.save()
         self.probes.consume()
         self._send_batch()
         self.heartbeat()
         self.publisher.publish(MsgKind.BYE, {})
+
+    def _gather(self, waiter: "_Waiter") -> None:
+        """Let records gather GATHER_NS, unless a quarter of the ring fills
+        first or a signal comes."""
+        deadline = self.clock() + GATHER_NS
+        while (left := deadline - self.clock()) > 0:
+            if waiter.pause(-(-min(left, GATHER_CHECK_NS) // 1_000_000)):
+                return
+            if self.probes.waiting_bytes() >= self.probes.wake_bytes:
+                return
 
     def _drain_and_tick(self, next_hb: int, every_second) -> int:
         """Drain the ring, publish, and once a second beat; the next beat's time."""
@@ -261,13 +275,16 @@ class Collector:
 class _Waiter:
     """Sleeps until the ring buffer has records, a signal arrives (SIGINT,
     SIGTERM, SIGCHLD: through signal.set_wakeup_fd, so a stop is seen at
-    once) or the timeout ends -- never on a short timer of its own."""
+    once) or the timeout ends -- never on a short timer of its own; or
+    (pause) until a signal or the timeout, records waiting or not."""
 
     def __init__(self, ring_fd: int):
         self._poll = select.poll()
         self._poll.register(ring_fd, select.POLLIN)
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll.register(self._sig_r, select.POLLIN)
+        self._signals = select.poll()
+        self._signals.register(self._sig_r, select.POLLIN)
         self._previous = -1
 
     def __enter__(self) -> "_Waiter":
@@ -285,12 +302,22 @@ class _Waiter:
         """True when records are waiting."""
         ready = dict(self._poll.poll(timeout_ms))
         if self._sig_r in ready:
-            try:
-                while os.read(self._sig_r, 256):
-                    pass
-            except BlockingIOError:
-                pass
+            self._take_signals()
         return any(fd != self._sig_r for fd in ready)
+
+    def pause(self, timeout_ms: int) -> bool:
+        """Sleep, records waiting or not; True when a signal ended it."""
+        if self._signals.poll(timeout_ms):
+            self._take_signals()
+            return True
+        return False
+
+    def _take_signals(self) -> None:
+        try:
+            while os.read(self._sig_r, 256):
+                pass
+        except BlockingIOError:
+            pass
 
 
 def _exec_seen(raw: bytes) -> Optional[ProcInfo]:

@@ -154,8 +154,10 @@ def test_aggregator_outage_buffered_then_bounded_and_counted(tmp_path, moto_http
         wait_until(lambda: len(_records_of(aggs[1], client.pid)) == n2, 20,
                    "the outage's requests after reconnect")
         # beyond the bound: dropped and counted, never blocking the collector
+        # (the bound counts messages, and traffic this light goes out in at
+        # most ~20 a second: the burst outlasts twelve of them)
         aggs[1].stop()
-        n3 = client.burst(60)["requests"]
+        n3 = client.burst(300)["requests"]
         aggs.append(_insecure_agg(tmp_path, "agg3", port))
         wait_until(lambda: _records_of(aggs[2], client.pid), 20,
                    "what the bound kept of the second outage, after reconnect")
