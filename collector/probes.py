@@ -11,9 +11,7 @@ perf-event uprobes elsewhere.
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +28,6 @@ from s3slower.reasons import note
 
 # the hash maps (the task-local `threads` cannot be listed; it dies with its thread)
 MAP_NAMES = ("conns", "ssl_fds", "traced_pids", "active_go", "go_pids", "seen_pids")
-RING_PAGE = 4096    # RINGBUF_PAGES counts these
-_U64 = struct.Struct("<Q")
 DEFAULT_RINGBUF_PAGES = 2048  # 8 MiB, see RINGBUF_PAGES in the C source
 # Programs that others tail-call (their code verified once): the program
 # array that holds each, the function, tracepoint or uprobe type.
@@ -75,9 +71,6 @@ class Probes:
         self.detach_errors = 0
         self.obj["self_pid"][ctypes.c_int(0)] = ctypes.c_uint32(opts.self_pid)
         self.obj.open_ring_buffer("events", on_record)
-        # a quarter of the ring: that much waiting ends the collector's gather
-        self.wake_bytes = opts.ringbuf_pages * RING_PAGE // 4
-        self._positions: Optional[tuple[mmap.mmap, mmap.mmap]] = None
         self._links = uprobe_links.supported()
         self._uprobe_type = uprobe_links.BPF_TRACE_UPROBE_MULTI if self._links else 0
         tracepoints = [n for n in self.obj.program_names if n.startswith(TRACEPOINT_PREFIX)]
@@ -105,16 +98,6 @@ class Probes:
     def consume(self) -> None:
         """Drain every record there is now (on_record for each), without waiting."""
         self.obj.consume()
-
-    def waiting_bytes(self) -> int:
-        """Bytes in the ring buffer not drained yet: its producer position less
-        its consumer's (the ring's first two pages, mapped read-only)."""
-        if self._positions is None:
-            fd = self.fileno()
-            self._positions = tuple(mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ,
-                                              offset=k * mmap.PAGESIZE) for k in (0, 1))
-        consumer, producer = self._positions
-        return _U64.unpack_from(producer)[0] - _U64.unpack_from(consumer)[0]
 
     # -- uprobes -----------------------------------------------------------
     def attach(self, lib: Library, pid: int = -1) -> int:
@@ -256,9 +239,6 @@ class Probes:
         self._close_all(fds + self.obj.tracepoint_fds)
         self._probe_fds.clear()
         self.obj.tracepoint_fds.clear()
-        for m in self._positions or ():
-            m.close()
-        self._positions = None
         self.obj.close()
 
     def _close_all(self, fds: list[int]) -> None:

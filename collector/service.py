@@ -36,18 +36,19 @@ __all__ = ["Collector", "CollectorStats", "Tracker"]
 
 BATCH_MAX_EVENTS = 1024          # one message carries at most this many records
 BATCH_MAX_BYTES = 1024 * 1024    # ... or this many bytes (well under MAX_MESSAGE_BYTES)
-# After a small drain, records gather this long before one drain and one
-# message (light traffic: at most 20 drains a second, a record waits at most
-# ~50 ms).  Each drain costs both halves far more than its records do (their
-# code and data are cold after the client's own work): at 1,400 boto3
-# requests a second, 50 ms instead of 20 took ~35 % off the CPU both halves
-# spend a request.  A drain that found records gathers at once: more are
-# coming.  A drain that found none waits on the ring first.  While records
-# gather, the ring's fill is looked at every GATHER_CHECK_NS (two words of
-# its first pages, no drain) and a quarter of the ring waiting ends the
-# gather: a burst from idle (10,000 connections opening at once filled the
-# 8 MiB ring in 20 ms) is drained before it fills the ring.  After a drain of
-# GATHER_BELOW records or more the ring is busy and is drained again at once.
+# After a small drain, records gather this long before they go out as one
+# message (light traffic: at most 20 messages a second, a record waits at
+# most ~50 ms).  Each message costs both halves far more than its records do
+# (their code and data are cold after the client's own work): at 1,400 boto3
+# requests a second, 50 ms instead of 20 took ~20-35 % off the CPU both
+# halves spend a request.  Meanwhile the ring is drained every
+# GATHER_CHECK_NS into the message being gathered, and what its records say
+# of processes (exec, exit, a first connect: /proc is read while the process
+# lives) is handled at once, so the ring never holds more than ~10 ms of
+# records (10,000 connections opening at once filled the 8 MiB ring in 20 ms
+# once).  A drain that found records gathers at once: more are coming; one
+# that found none waits on the ring first.  After a drain of GATHER_BELOW
+# records or more the ring is busy and is drained again at once.
 GATHER_NS = 50_000_000
 GATHER_CHECK_NS = 10_000_000
 GATHER_BELOW = 256
@@ -217,14 +218,16 @@ class Collector:
         self.publisher.publish(MsgKind.BYE, {})
 
     def _gather(self, waiter: "_Waiter") -> None:
-        """Let records gather GATHER_NS, unless a quarter of the ring fills
-        first or a signal comes."""
+        """Let records gather GATHER_NS before they go out as one message,
+        drained from the ring every GATHER_CHECK_NS meanwhile (what they say
+        of processes handled at once); a signal ends it."""
         deadline = self.clock() + GATHER_NS
         while (left := deadline - self.clock()) > 0:
             if waiter.pause(-(-min(left, GATHER_CHECK_NS) // 1_000_000)):
                 return
-            if self.probes.waiting_bytes() >= self.probes.wake_bytes:
-                return
+            self.probes.consume()
+            self._handle_lifecycle()
+            self._announce_connected()      # /proc read while the process lives
 
     def _drain_and_tick(self, next_hb: int, every_second) -> int:
         """Drain the ring, publish, and once a second beat; the next beat's time."""
