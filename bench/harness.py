@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -427,20 +428,16 @@ def _bpf(cmd: int, attr) -> int:
 def _prog_info_name(prog_id: int) -> str:
     """The (kernel-truncated) name of a loaded program, by its id; "" if unknown."""
     import ctypes
-
-    class ById(ctypes.Structure):
-        _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
-                    ("open_flags", ctypes.c_uint32)]
-
-    class InfoAttr(ctypes.Structure):
-        _fields_ = [("fd", ctypes.c_uint32), ("len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
-
-    fd = _bpf(bpfsys.PROG_GET_FD_BY_ID, ById(prog_id, 0, 0))
+    a = bpfsys.attr()
+    struct.pack_into("=I", a, 0, prog_id)           # prog_id, next_id, open_flags
+    fd = _bpf(bpfsys.PROG_GET_FD_BY_ID, a)
     if fd < 0:
         return ""
     try:
         buf = ctypes.create_string_buffer(256)      # struct bpf_prog_info's head: name at 64
-        if _bpf(bpfsys.OBJ_GET_INFO_BY_FD, InfoAttr(fd, 256, ctypes.addressof(buf))) != 0:
+        try:
+            bpfsys.get_info(fd, buf, "program info")
+        except OSError:
             return ""
         return buf.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
     finally:

@@ -82,7 +82,7 @@ class MapInfo:
 
 def map_info(fd: int) -> MapInfo:
     buf = ctypes.create_string_buffer(_MAP_INFO.size + 16)
-    _get_info(fd, buf, "map info")
+    get_info(fd, buf, "map info")
     (mtype, _id, ksize, vsize, maxe, flags, name, _ifi, _vmlinux, _dev, _ino, btf_id,
      ktid, vtid) = _MAP_INFO.unpack_from(buf)
     return MapInfo(mtype, ksize, vsize, maxe, flags, name.rstrip(b"\0").decode(), btf_id,
@@ -111,12 +111,12 @@ def btf_bytes(btf_id: int) -> bytes:
     fd = bpf(BTF_GET_FD_BY_ID, a, f"cannot open BTF {btf_id}")
     try:
         info = ctypes.create_string_buffer(32)
-        _get_info(fd, info, "BTF info")
+        get_info(fd, info, "BTF info")
         size = _BTF_INFO.unpack_from(info)[1]
         data = ctypes.create_string_buffer(size)
         info = ctypes.create_string_buffer(32)
         _BTF_INFO.pack_into(info, 0, ctypes.addressof(data), size, 0)
-        _get_info(fd, info, "BTF data")
+        get_info(fd, info, "BTF data")
         return data.raw
     finally:
         os.close(fd)
@@ -129,7 +129,9 @@ def btf_load(data: bytes) -> int:
     return bpf(BTF_LOAD, a, "cannot load the program's BTF")
 
 
-def _get_info(fd: int, buf, what: str) -> None:
+def get_info(fd: int, buf, what: str) -> None:
+    """OBJ_GET_INFO_BY_FD: the kernel's info of the object fd (a map, BTF or
+    program), written into the ctypes buffer buf."""
     a = attr()
     struct.pack_into("=IIQ", a, 0, fd, len(buf), ctypes.addressof(buf))
     bpf(OBJ_GET_INFO_BY_FD, a, f"cannot read {what}")
