@@ -47,8 +47,9 @@ BATCH_MAX_BYTES = 1024 * 1024    # ... or this many bytes (well under MAX_MESSAG
 # lives) is handled at once, so the ring never holds more than ~10 ms of
 # records (10,000 connections opening at once filled the 8 MiB ring in 20 ms
 # once).  A drain that found records gathers at once: more are coming; one
-# that found none waits on the ring first.  After a drain of GATHER_BELOW
-# records or more the ring is busy and is drained again at once.
+# that found none waits on the ring first.  After a drain that sent
+# GATHER_BELOW records or more (those gathered count) traffic is busy and the
+# ring is drained again at once.
 GATHER_NS = 50_000_000
 GATHER_CHECK_NS = 10_000_000
 GATHER_BELOW = 256
