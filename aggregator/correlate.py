@@ -31,7 +31,7 @@ from typing import Mapping, Optional
 
 from s3slower.aggregator import multipart, redact, retries, s3ops
 from s3slower.aggregator.containers import Container
-from s3slower.aggregator.http1 import Chunk, End, Head, Lost, Parser, Progress
+from s3slower.aggregator.http1 import Call, End, Head, Lost, Parser, Progress
 from s3slower.aggregator.records import Record
 from s3slower.aggregator.regions import region_of
 from s3slower.aggregator.useragent import client_of
@@ -81,7 +81,7 @@ class Connection:
         self._received = 0              # body bytes of the response in progress so far
         self._reset = False             # closing: the connection closed (not an exit, ...)
 
-    def feed(self, egress: bool, chunk: Chunk, tid: int) -> list[Record]:
+    def feed(self, egress: bool, chunk: Call, tid: int) -> list[Record]:
         self.last_seen_wall_ns = chunk.end_ns + self.offset
         if chunk.end_ns > self.last_end_ns:
             self.last_end_ns = chunk.end_ns
@@ -137,6 +137,7 @@ class Connection:
         """The waiting request's exchange is over (end: its response's End;
         why: what ended it otherwise)."""
         p, self.pending = self.pending, None
+        assert p is not None        # callers end a pending request only
         return self._record(p, end, why)
 
     def expire(self, now_wall_ns: int, timeout_ns: int) -> list[Record]:

@@ -50,6 +50,7 @@ from typing import Optional, Union
 from s3slower.aggregator.framing import BAD, CLOSE, DONE, MORE, Body, body_framing
 from s3slower.aggregator.heads import (MAX_HEAD_BYTES, MAYBE, RESPONSE_START_LEN, YES, Head,
                                        parse_head, start_line_at)
+from s3slower.common.events import Event
 
 
 # A decoded DATA record (common/events.Event) has these fields under these
@@ -63,6 +64,8 @@ class Chunk:
     tail: bytes = b""     # last bytes of the call's buffer when length > len(data)
     source: int = 0       # events.Source of the call
 
+
+Call = Union[Chunk, Event]      # what feed() takes: either, by the fields above
 
 # slots, not frozen (cheaper to build on the per-message path); never mutated.
 @dataclass(slots=True)
@@ -127,7 +130,7 @@ class MessageStream:
         self.invalid = 0
 
     # -- input -------------------------------------------------------------
-    def feed(self, chunk: Chunk, answering: str = "") -> list[ParseEvent]:
+    def feed(self, chunk: Call, answering: str = "") -> list[ParseEvent]:
         """`answering`: for responses, the method of the request they answer."""
         out: list[ParseEvent] = []
         self._awaiting = answering
@@ -202,13 +205,13 @@ class MessageStream:
         """A final response came instead of `100 Continue`: if the request in
         progress asked for it and none of its body has gone out, none will, and
         the next byte starts a new request.  (No End: it sent no body.)"""
-        if (self.state == IN_BODY and self._body.count == 0
+        if (self.state == IN_BODY and self._body.count == 0 and self._message is not None
                 and "100-continue" in self._message.headers.get("expect", "").lower()):
             self.state = SEEKING
             self._at_boundary = True
 
     # -- finding a message start ---------------------------------------------
-    def _seek(self, data: bytes, i: int, chunk: Chunk) -> int:
+    def _seek(self, data: bytes, i: int, chunk: Call) -> int:
         if self._carry:
             return self._grow_carry(data, chunk)
         p = i
@@ -237,7 +240,7 @@ class MessageStream:
         self._at_boundary = p == len(data)
         return len(data)
 
-    def _grow_carry(self, data: bytes, chunk: Chunk) -> int:
+    def _grow_carry(self, data: bytes, chunk: Call) -> int:
         """A candidate start line began in an earlier call: decide with these bytes."""
         carry = bytes(self._carry)
         if self.is_request:
@@ -264,7 +267,7 @@ class MessageStream:
         self._head_start = stamp
 
     # -- heads -----------------------------------------------------------------
-    def _read_head(self, data: bytes, i: int, chunk: Chunk, answering: str,
+    def _read_head(self, data: bytes, i: int, chunk: Call, answering: str,
                    out: list) -> int:
         held = self._head
         if held:                        # begun in an earlier call: join, then look
@@ -291,7 +294,7 @@ class MessageStream:
             self._begin_body(parsed, chunk, answering, out)
         return i + consumed
 
-    def _begin_body(self, head: Head, chunk: Chunk, answering: str, out: list) -> None:
+    def _begin_body(self, head: Head, chunk: Call, answering: str, out: list) -> None:
         if not head.is_request and (100 <= head.status < 200):
             self.state = SEEKING                # interim: the final response follows
             self._at_boundary = True
@@ -316,7 +319,7 @@ class MessageStream:
         self.state = IN_BODY
 
     # -- bodies --------------------------------------------------------------
-    def _hidden(self, hidden: int, chunk: Chunk, out: list) -> None:
+    def _hidden(self, hidden: int, chunk: Call, out: list) -> None:
         """Bytes the call moved that were not captured."""
         st = self.state
         if st == IN_BODY:
@@ -344,7 +347,7 @@ class MessageStream:
         self.ends += 1
         return End(self.is_request, end_ns, body.count, bytes(body.prefix), complete)
 
-    def _lose(self, chunk: Chunk, out: list, invalid: bool = True) -> None:
+    def _lose(self, chunk: Call, out: list, invalid: bool = True) -> None:
         """The head in progress cannot be read: report a lost message."""
         self._resync(invalid)
         self._awaiting = ""                     # its answer, if it was one, is lost
@@ -368,7 +371,7 @@ class Parser:
         self.requests = MessageStream(True)
         self.responses = MessageStream(False)
 
-    def feed(self, egress: bool, chunk: Chunk, answering: str = "") -> list[ParseEvent]:
+    def feed(self, egress: bool, chunk: Call, answering: str = "") -> list[ParseEvent]:
         """One call's bytes: egress (the client sent them) or ingress.  `answering`:
         the method of the request awaiting its response, "" if none does."""
         if egress:

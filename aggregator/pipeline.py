@@ -28,11 +28,11 @@ import dataclasses
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional, Union
 
 from s3slower.aggregator import containers, errorlog
 from s3slower.aggregator.correlate import Connection, Peer
-from s3slower.aggregator.multipart import DEFAULT_IDLE_S, MultipartTracker
+from s3slower.aggregator.multipart import DEFAULT_IDLE_S, MultipartTracker, MultipartUpload
 from s3slower.aggregator.opaque import OpaqueTls, OpaqueTracker, Who
 from s3slower.aggregator.records import Record
 from s3slower.aggregator.retries import RetryTracker
@@ -51,6 +51,8 @@ MAX_COUNTER_NAMES = 64            # names in one heartbeat's stats / lost maps
 DEFAULT_REQUEST_TIMEOUT_NS = 60 * 1_000_000_000
 IDLE_CONNECTION_NS = 15 * 60 * 1_000_000_000
 _EGRESS = int(Direction.EGRESS)     # a plain int: per record
+# what handle() and tick() return, for the sinks that take each
+Output = Union[Record, OpaqueTls, MultipartUpload]
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class Pipeline:
         self._messages = self._events = self._records = self._errors = 0
 
     # -- messages ----------------------------------------------------------
-    def handle(self, msg: Message, now_wall_ns: int) -> list[Record]:
+    def handle(self, msg: Message, now_wall_ns: int) -> list[Output]:
         self._messages += 1
         self._track_sequence(msg, now_wall_ns)
         if msg.kind is MsgKind.EVENTS:
@@ -182,7 +184,7 @@ class Pipeline:
             self._count(Loss.COLLECTOR_EVICTED,
                         f"{evicted.hostname} forgotten: over {MAX_COLLECTORS} collectors")
 
-    def _events_batch(self, msg: Message) -> list[Record | OpaqueTls]:
+    def _events_batch(self, msg: Message) -> list[Output]:
         out: list = []
         instance = msg.instance
         conns = self._conns
@@ -200,7 +202,7 @@ class Pipeline:
                     conn = self._new_conn(key, msg, ev.comm, out)
                 else:
                     conns.move_to_end(key)
-                recs = conn.feed(ev.direction == _EGRESS, ev, ev.tid)   # ev is a Chunk
+                recs = conn.feed(ev.direction == _EGRESS, ev, ev.tid)   # an Event is a Call
                 if recs:
                     out.extend(self._finished(recs, key))
             elif ev.kind == Kind.CONNECT:
@@ -298,7 +300,7 @@ class Pipeline:
         return recs + uploads if uploads else recs
 
     # -- time --------------------------------------------------------------
-    def tick(self, now_wall_ns: int) -> list[Record]:
+    def tick(self, now_wall_ns: int) -> list[Output]:
         out: list = []
         for key, conn in list(self._conns.items()):
             out.extend(self._finished(conn.expire(now_wall_ns, self.request_timeout_ns), key))

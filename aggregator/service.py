@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Mapping, Optional, Protocol
 from s3slower.aggregator.ledger import Book, Snapshot
 from s3slower.aggregator.multipart import MultipartUpload
 from s3slower.aggregator.opaque import OpaqueTls
-from s3slower.aggregator.pipeline import Pipeline
+from s3slower.aggregator.pipeline import Output, Pipeline
 from s3slower.aggregator.records import Record
 from s3slower.aggregator.subscriber import Subscriber
 from s3slower.common import protocol
@@ -59,13 +59,13 @@ class Aggregator:
     def set_min_latency(self, ms: float) -> None:
         self.min_latency_ns = int(ms * 1e6)
 
-    def _emit(self, recs: list[Record]) -> None:
+    def _emit(self, recs: list[Output]) -> None:
         for r in recs:
-            if type(r) is OpaqueTls:
+            if isinstance(r, OpaqueTls):
                 for s in self._opaque_sinks:
                     s.emit_opaque(r)
                 continue
-            if type(r) is MultipartUpload:
+            if isinstance(r, MultipartUpload):
                 for s in self._multipart_sinks:
                     s.emit_multipart(r)
                 continue
