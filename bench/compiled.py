@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 from bench import aggregator, tracercpu
 from bench.harness import ROOT, WORK, BenchError, Figure, log
@@ -64,25 +65,30 @@ def _measure(quick: bool) -> list[Figure]:
     return [f for f in tracercpu.run(quick) + aggregator.run(quick) if f.value is not None]
 
 
+def _set_pythonpath(value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = value
+
+
 def run(quick: bool = False) -> list[Figure]:
     path = build()
-    shipped_path = os.environ.get("PYTHONPATH", "")
-    seen: dict[str, dict[str, list[Figure]]] = {"as shipped": {}, "compiled": {}}
+    shipped = os.environ.get("PYTHONPATH")
+    compiled = path if shipped is None else path + os.pathsep + shipped
+    units: dict[str, str] = {}
+    values: dict[str, dict[str, list[float]]] = {"as shipped": {}, "compiled": {}}
     try:
         for label in ("compiled", "as shipped", "as shipped", "compiled"):
             log(f"compiled: --- {label}")
-            os.environ["PYTHONPATH"] = path if label == "compiled" else shipped_path
+            _set_pythonpath(compiled if label == "compiled" else shipped)
             for f in _measure(quick):
-                seen[label].setdefault(f.name, []).append(f)
+                units[f.name] = f.unit
+                values[label].setdefault(f.name, []).append(f.value)
     finally:
-        os.environ["PYTHONPATH"] = shipped_path
+        _set_pythonpath(shipped)
     # each figure, as shipped and compiled: the mean of its two runs
-    figures = []
-    for name in seen["as shipped"]:
-        for label, by_name in seen.items():
-            values = [f.value for f in by_name.get(name, [])]
-            if values:
-                figures.append(Figure(f"{label}: {name}", sum(values) / len(values),
-                                      by_name[name][0].unit,
-                                      note="runs " + ", ".join(f"{v:.4g}" for v in values)))
-    return figures
+    return [Figure(f"{label}: {name}", sum(vs) / len(vs), units[name],
+                   note="runs " + ", ".join(f"{v:.4g}" for v in vs))
+            for name in values["as shipped"] for label in values
+            if (vs := values[label].get(name))]
